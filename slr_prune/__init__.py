@@ -1,0 +1,25 @@
+"""slr_prune: constrained weight pruning for PyTorch (SLR, ADMM, magnitude)."""
+
+from .errors import SpecError, StateError
+from .masks import Masks, squash, sparsity_report
+from .probe import probe_closure
+from .sets import (
+    NM,
+    Channel,
+    Column,
+    ConstraintSet,
+    Filter,
+    Pattern,
+    Projector,
+    Unstructured,
+)
+from .solvers import ADMM, SLR, SOLVERS, Magnitude, Solver
+from .spec import PruneSpec, Rule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PruneSpec", "Rule", "ConstraintSet", "Unstructured", "Filter", "Channel", "Column", "NM",
+    "Pattern", "Projector", "SLR", "ADMM", "Magnitude", "Solver", "SOLVERS", "Masks", "squash",
+    "sparsity_report", "probe_closure", "SpecError", "StateError",
+]

@@ -1,0 +1,124 @@
+"""Masks: the result of a hard prune, enforced during fine-tuning, and squashed away for export.
+
+The lifecycle follows torch.ao.pruning: `Masks.attach(model)` registers a parametrization on every
+pruned weight so the forward pass sees `original * mask`.  Pruned weights are then exactly zero
+whatever the optimizer does (momentum, weight decay, Adam), and their gradients are zero too.
+`squash(model)` bakes the masks in and removes the parametrizations, leaving a plain model whose
+state_dict loads into a fresh instance of the architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .errors import StateError
+
+__all__ = ["Masks", "MaskedWeight", "squash", "sparsity_report"]
+
+
+class MaskedWeight(nn.Module):
+    """Parametrization weight ↦ weight · mask, with the mask kept as a buffer."""
+
+    def __init__(self, mask: Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.detach().clone())
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.mask
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    module_name, _, attr = name.rpartition(".")
+    try:
+        return (model.get_submodule(module_name) if module_name else model), attr
+    except AttributeError as e:
+        raise StateError(f"mask {name!r} names no module of the model") from e
+
+
+class Masks(Mapping[str, Tensor]):
+    """Boolean masks by parameter name (True = kept)."""
+
+    def __init__(self, masks: Mapping[str, Tensor]):
+        self._masks = {n: m.bool() for n, m in masks.items()}
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def _targets(self, model: nn.Module) -> dict[str, Tensor]:
+        params = dict(model.named_parameters())
+        out = {}
+        for n, m in self._masks.items():
+            if n not in params:
+                raise StateError(f"mask {n!r} names no parameter of the model")
+            if params[n].shape != m.shape:
+                raise StateError(f"mask {n!r} has shape {tuple(m.shape)} but the parameter has {tuple(params[n].shape)}")
+            out[n] = params[n]
+        return out
+
+    @torch.no_grad()
+    def apply_(self, model: nn.Module) -> nn.Module:
+        """Zero the pruned weights in place (one fused multiply over all tensors)."""
+        targets = self._targets(model)
+        weights = list(targets.values())
+        masks = [self._masks[n].to(w.device, w.dtype) for n, w in targets.items()]
+        torch._foreach_mul_(weights, masks)
+        return model
+
+    def attach(self, model: nn.Module) -> nn.Module:
+        """Enforce the masks in every forward pass (masked fine-tuning); undo with `squash`."""
+        targets = self._targets(model)
+        self.apply_(model)
+        for name, weight in targets.items():
+            module, attr = _owner(model, name)
+            mask = self._masks[name].to(weight.device, weight.dtype)
+            parametrize.register_parametrization(module, attr, MaskedWeight(mask), unsafe=True)
+        return model
+
+    def density(self) -> float:
+        kept = sum(int(m.sum()) for m in self._masks.values())
+        return kept / max(1, sum(m.numel() for m in self._masks.values()))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {n: m.cpu() for n, m in self._masks.items()}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Tensor]) -> Masks:
+        return cls(state)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, names: list[str]) -> Masks:
+        """Masks of the non-zeros of the named parameters (e.g. of a hard-pruned model)."""
+        params = dict(model.named_parameters())
+        return cls({n: params[n].detach() != 0 for n in names})
+
+
+def squash(model: nn.Module) -> nn.Module:
+    """Bake attached masks into the weights and remove the parametrizations, in place."""
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        for attr in list(module.parametrizations.keys()):
+            if any(isinstance(p, MaskedWeight) for p in module.parametrizations[attr]):
+                parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+    return model
+
+
+def sparsity_report(model: nn.Module, names: list[str] | None = None) -> list[dict]:
+    """Per-parameter rows (name, numel, nonzero, sparsity) for the named or all ≥2-D weights."""
+    rows = []
+    for n, p in model.named_parameters():
+        if (names is None and p.dim() < 2) or (names is not None and n not in names):
+            continue
+        nz = int(torch.count_nonzero(p.detach()))
+        rows.append({"name": n, "numel": p.numel(), "nonzero": nz, "sparsity": 1 - nz / p.numel()})
+    return rows

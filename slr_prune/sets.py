@@ -1,0 +1,392 @@
+"""Sparsity sets and their exact Euclidean projections.
+
+Every set S answers one question: which entries of a weight tensor survive the projection
+Π_S(W) = argmin_{Z ∈ S} ‖W − Z‖_F.  For all the sets here the nearest point keeps the surviving
+entries unchanged and zeroes the rest, so a projection is fully described by a boolean mask.
+
+The top-k family (unstructured, filter, channel, column) keeps the k groups of largest energy;
+N:M keeps the N largest of every M consecutive input weights; a kernel pattern keeps, in every
+3×3 kernel, the allowed pattern that retains the most energy.  Ties are broken deterministically
+in favour of the lower flat index, and the number of kept entries is always exactly the target.
+
+`Projector` projects many tensors at once: on CUDA, all top-k segments of a model (per-layer or
+global) are solved by one stable sort of packed (segment, score) keys instead of a kernel per
+layer; on the CPU a per-segment selection (`kthvalue`, linear time) is faster and is used.
+Both strategies return identical masks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .errors import SpecError
+
+__all__ = [
+    "ConstraintSet",
+    "TopKSet",
+    "Unstructured",
+    "Filter",
+    "Channel",
+    "Column",
+    "NM",
+    "Pattern",
+    "KERNEL_PATTERNS",
+    "Projector",
+    "topk_mask",
+    "segmented_topk_masks",
+]
+
+
+def n_keep(ratio: float, n: int) -> int:
+    """Entries (or groups) kept out of `n` at prune ratio `ratio`: n − round(ratio·n), at least 1."""
+    return max(1, n - math.floor(ratio * n + 0.5))
+
+
+def check_ratio(ratio: float, where: str) -> float:
+    if not isinstance(ratio, int | float) or isinstance(ratio, bool) or not 0.0 <= ratio < 1.0:
+        raise SpecError(
+            f"{where}: prune ratio {ratio!r} is outside [0, 1); give the fraction of weights to "
+            "remove, e.g. 0.9 keeps 10%"
+        )
+    return float(ratio)
+
+
+@dataclass(frozen=True)
+class ConstraintSet:
+    """A sparsity set S; subclasses define `mask(w)`, the support of Π_S(w)."""
+
+    form = "base"
+
+    def validate(self, name: str, shape: torch.Size) -> None:
+        """Raise `SpecError` when a tensor called `name` of this shape cannot lie in the set."""
+        if len(shape) < 2:
+            raise SpecError(f"{name}: {self.form} pruning needs a weight of 2+ dims, got {tuple(shape)}")
+
+    def mask(self, w: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def project(self, w: Tensor) -> Tensor:
+        """Π_S(w): the nearest point of the set."""
+        return w * self.mask(w)
+
+    def contains(self, w: Tensor) -> bool:
+        """True when w already lies in the set (its projection changes nothing)."""
+        return bool(torch.equal(self.project(w), w))
+
+    def scaled(self, fraction: float) -> ConstraintSet:
+        """The same set at `fraction` of the prune ratio (gradual pruning); fixed sets return self."""
+        return self
+
+    def kept(self, shape: torch.Size) -> int:
+        """Number of entries the projection keeps for a tensor of this shape."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TopKSet(ConstraintSet):
+    """Keep the k groups of largest energy, k = n_groups − round(ratio · n_groups).
+
+    `scope="global"` makes every tensor that shares this object one budget with one threshold.
+    """
+
+    ratio: float = 0.0
+    scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        check_ratio(self.ratio, f"{self.form} set")
+        if self.scope not in ("layer", "global"):
+            raise SpecError(f"scope {self.scope!r} is not one of 'layer', 'global'")
+
+    def scores(self, w: Tensor) -> Tensor:
+        """One non-negative score per group, flattened; larger means more worth keeping."""
+        raise NotImplementedError
+
+    def expand(self, group_mask: Tensor, shape: torch.Size) -> Tensor:
+        """Broadcast a per-group mask back to the weight's shape."""
+        raise NotImplementedError
+
+    def n_groups(self, shape: torch.Size) -> int:
+        raise NotImplementedError
+
+    def group_size(self, shape: torch.Size) -> int:
+        return math.prod(shape) // self.n_groups(shape)
+
+    def mask(self, w: Tensor) -> Tensor:
+        scores = self.scores(w)
+        return self.expand(topk_mask(scores, n_keep(self.ratio, scores.numel())), w.shape)
+
+    def kept(self, shape: torch.Size) -> int:
+        return n_keep(self.ratio, self.n_groups(shape)) * self.group_size(shape)
+
+    def scaled(self, fraction: float) -> TopKSet:
+        return type(self)(ratio=self.ratio * fraction, scope=self.scope)
+
+
+@dataclass(frozen=True)
+class Unstructured(TopKSet):
+    """card(W) ≤ k: keep the k entries of largest magnitude."""
+
+    form = "unstructured"
+
+    def validate(self, name: str, shape: torch.Size) -> None:
+        if len(shape) < 1:
+            raise SpecError(f"{name}: cannot prune a scalar")
+
+    def scores(self, w: Tensor) -> Tensor:
+        return w.detach().abs().flatten()
+
+    def expand(self, group_mask: Tensor, shape: torch.Size) -> Tensor:
+        return group_mask.view(shape)
+
+    def n_groups(self, shape: torch.Size) -> int:
+        return math.prod(shape)
+
+
+@dataclass(frozen=True)
+class Filter(TopKSet):
+    """At most k non-zero output filters (rows of W viewed as out × rest)."""
+
+    form = "filter"
+
+    def scores(self, w: Tensor) -> Tensor:
+        return w.detach().flatten(1).pow(2).sum(1)
+
+    def expand(self, group_mask: Tensor, shape: torch.Size) -> Tensor:
+        return group_mask.view(-1, *([1] * (len(shape) - 1))).expand(shape)
+
+    def n_groups(self, shape: torch.Size) -> int:
+        return shape[0]
+
+
+@dataclass(frozen=True)
+class Channel(TopKSet):
+    """At most k non-zero input channels (dim 1 of the weight)."""
+
+    form = "channel"
+
+    def scores(self, w: Tensor) -> Tensor:
+        return w.detach().transpose(0, 1).flatten(1).pow(2).sum(1)
+
+    def expand(self, group_mask: Tensor, shape: torch.Size) -> Tensor:
+        return group_mask.view(1, -1, *([1] * (len(shape) - 2))).expand(shape)
+
+    def n_groups(self, shape: torch.Size) -> int:
+        return shape[1]
+
+
+@dataclass(frozen=True)
+class Column(TopKSet):
+    """At most k non-zero columns of W viewed as out × (in·kh·kw) (the GEMM's K dimension)."""
+
+    form = "column"
+
+    def scores(self, w: Tensor) -> Tensor:
+        return w.detach().flatten(1).pow(2).sum(0)
+
+    def expand(self, group_mask: Tensor, shape: torch.Size) -> Tensor:
+        return group_mask.view(1, -1).expand(shape[0], -1).reshape(shape)
+
+    def n_groups(self, shape: torch.Size) -> int:
+        return math.prod(shape[1:])
+
+
+@dataclass(frozen=True)
+class NM(ConstraintSet):
+    """N:M sparsity along the input dimension: at most N non-zeros in every M consecutive inputs.
+
+    For a conv weight (out, in, kh, kw) the groups run along `in` at each (out, kh, kw), the
+    layout sparse tensor cores use for the GEMM's reduction dimension.
+    """
+
+    n: int = 2
+    m: int = 4
+    form = "nm"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.n, int) and isinstance(self.m, int) and 0 < self.n < self.m):
+            raise SpecError(f"N:M needs integers 0 < N < M, got {self.n}:{self.m}")
+
+    def validate(self, name: str, shape: torch.Size) -> None:
+        super().validate(name, shape)
+        if shape[1] % self.m:
+            raise SpecError(
+                f"{name}: {self.n}:{self.m} sparsity groups the input dimension in blocks of "
+                f"{self.m}, but it has {shape[1]} inputs (shape {tuple(shape)}); use an M that "
+                f"divides {shape[1]} or exclude this parameter"
+            )
+
+    def mask(self, w: Tensor) -> Tensor:
+        moved = w.detach().abs().movedim(1, -1)
+        groups = moved.reshape(*moved.shape[:-1], -1, self.m)
+        order = torch.sort(groups, dim=-1, descending=True, stable=True).indices
+        keep = torch.zeros_like(groups, dtype=torch.bool)
+        keep.scatter_(-1, order[..., : self.n], True)
+        return keep.reshape(moved.shape).movedim(-1, 1)
+
+    def kept(self, shape: torch.Size) -> int:
+        return math.prod(shape) // self.m * self.n
+
+
+# The 13 kernel patterns of the SLR authors' pattern pruning: the zeroed positions of a 3×3 kernel
+# in row-major order (5 of 9 weights kept).
+KERNEL_PATTERNS: tuple[tuple[int, ...], ...] = (
+    (0, 2, 6, 8), (0, 1, 7, 8), (0, 1, 6, 7), (0, 1, 3, 4), (2, 3, 5, 6), (0, 3, 5, 8),
+    (1, 2, 6, 7), (1, 2, 7, 8), (3, 5, 6, 8), (0, 2, 3, 5), (4, 5, 7, 8), (3, 4, 6, 7),
+    (1, 2, 4, 5),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pattern(ConstraintSet):
+    """Every 3×3 kernel follows one of `patterns` (each lists the positions it zeroes).
+
+    The projection picks per kernel the pattern keeping the most energy Σ w² (first pattern on
+    ties) and zeroes its positions; it is exact because the set is a union of subspaces.
+    """
+
+    patterns: tuple[tuple[int, ...], ...] = field(default=KERNEL_PATTERNS)
+    form = "pattern"
+
+    def __post_init__(self) -> None:
+        sizes = {9 - len(set(p)) for p in self.patterns}
+        if not self.patterns or len(sizes) != 1 or any(not 0 <= i < 9 for p in self.patterns for i in p):
+            raise SpecError("kernel patterns must be non-empty, zero positions in 0..8, equal sizes")
+
+    def validate(self, name: str, shape: torch.Size) -> None:
+        if len(shape) != 4 or tuple(shape[2:]) != (3, 3):
+            raise SpecError(f"{name}: pattern pruning needs 3×3 conv kernels, got shape {tuple(shape)}")
+
+    def keep_matrix(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        keep = torch.ones(len(self.patterns), 9, device=device, dtype=dtype)
+        for row, zeros in enumerate(self.patterns):
+            keep[row, list(zeros)] = 0
+        return keep
+
+    def mask(self, w: Tensor) -> Tensor:
+        kernels = w.detach().reshape(-1, 9)
+        keep = self.keep_matrix(w.device, kernels.dtype)
+        best = (kernels.pow(2) @ keep.T).argmax(dim=1)  # argmax returns the first maximum
+        return keep[best].bool().view(w.shape)
+
+    def kept(self, shape: torch.Size) -> int:
+        return math.prod(shape) // 9 * (9 - len(set(self.patterns[0])))
+
+
+def topk_mask(scores: Tensor, k: int) -> Tensor:
+    """Boolean mask of the k largest entries of a 1-D tensor, ties to the lower index.
+
+    Linear time: the k-th largest value by selection, everything above it, then the first
+    ties in index order until exactly k are kept.
+    """
+    n = scores.numel()
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = scores.kthvalue(n - k + 1).values
+    above = scores > threshold
+    ties = scores == threshold
+    return above | (ties & (ties.cumsum(0) <= k - above.sum()))
+
+
+def segmented_topk_masks(segments: Sequence[Tensor], ks: Sequence[int], strategy: str = "auto") -> list[Tensor]:
+    """Top-k masks of many 1-D score vectors at once (same tie rule as `topk_mask`).
+
+    strategy "sort" packs (segment id, descending score bits) into one int64 key per entry and
+    runs a single stable sort, so the cost is one device-wide sort whatever the number of
+    segments; "loop" selects per segment; "auto" sorts on CUDA and loops elsewhere.  Scores must
+    be non-negative; float32 keys need float32-representable scores, so float64 loops.
+    """
+    if strategy == "auto":
+        on_cuda = bool(segments) and segments[0].is_cuda
+        strategy = "sort" if on_cuda and segments[0].dtype != torch.float64 else "loop"
+    if strategy == "loop":
+        return [topk_mask(s, k) for s, k in zip(segments, ks, strict=True)]
+    if strategy != "sort":
+        raise ValueError(f"strategy {strategy!r} is not one of 'auto', 'sort', 'loop'")
+    device = segments[0].device
+    lengths = torch.tensor([s.numel() for s in segments], device=device)
+    flat = torch.cat([s.float() for s in segments])
+    segment_of = torch.repeat_interleave(torch.arange(len(segments), device=device), lengths)
+    # Non-negative float32 bit patterns order like the floats; subtracting from 0x7FFFFFFF makes
+    # the ascending sort descending in score within each segment.
+    key = (segment_of << 31) | (0x7FFFFFFF - flat.view(torch.int32).to(torch.int64))
+    order = torch.sort(key, stable=True).indices
+    starts = torch.cumsum(lengths, 0) - lengths
+    rank = torch.arange(flat.numel(), device=device) - starts[segment_of]
+    keep_sorted = rank < torch.tensor(list(ks), device=device)[segment_of]
+    keep = torch.empty_like(keep_sorted)
+    keep[order] = keep_sorted
+    return list(keep.split(lengths.tolist()))
+
+
+class Projector:
+    """Projects a model's prunable tensors onto their sets, all at once.
+
+    `sets` maps a parameter name to its set; names that share one `TopKSet` object with
+    scope "global" form a single budget (one threshold across those tensors).
+    """
+
+    def __init__(self, sets: Mapping[str, ConstraintSet], strategy: str = "auto"):
+        self.sets = dict(sets)
+        self.strategy = strategy
+        self._topk: list[tuple[TopKSet, list[str]]] = []
+        self._direct: list[str] = []
+        shared: dict[int, tuple[TopKSet, list[str]]] = {}
+        for name, s in self.sets.items():
+            if isinstance(s, TopKSet) and s.scope == "global":
+                shared.setdefault(id(s), (s, []))[1].append(name)
+                if len(shared[id(s)][1]) == 1:
+                    self._topk.append(shared[id(s)])
+            elif isinstance(s, TopKSet):
+                self._topk.append((s, [name]))
+            else:
+                self._direct.append(name)
+
+    def names(self) -> list[str]:
+        return list(self.sets)
+
+    def masks(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The support of Π_S for every tensor: name → bool mask of the tensor's shape."""
+        bad = [n for n, t in tensors.items() if n in self.sets and not torch.isfinite(t).all()]
+        if bad:
+            raise FloatingPointError(
+                f"cannot project {', '.join(bad)}: the tensor holds NaN or Inf; training diverged "
+                "(lower the learning rate or rho)"
+            )
+        segments, ks = [], []
+        for s, names in self._topk:
+            scores = torch.cat([s.scores(tensors[n]) for n in names])
+            segments.append(scores)
+            ks.append(n_keep(s.ratio, scores.numel()))
+        out: dict[str, Tensor] = {}
+        if segments:
+            for (s, names), keep in zip(self._topk, segmented_topk_masks(segments, ks, self.strategy)):
+                sizes = [s.n_groups(tensors[n].shape) for n in names]
+                for n, part in zip(names, keep.split(sizes), strict=True):
+                    out[n] = s.expand(part, tensors[n].shape)
+        for n in self._direct:
+            out[n] = self.sets[n].mask(tensors[n])
+        return {n: out[n] for n in self.sets}
+
+    def project(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Π_S applied to every tensor (new tensors; the inputs are not changed)."""
+        return {n: tensors[n] * m for n, m in self.masks(tensors).items()}
+
+    def scaled(self, fraction: float) -> Projector:
+        """The same projector at `fraction` of every prune ratio (shared budgets stay shared)."""
+        copies: dict[int, ConstraintSet] = {}
+        sets = {n: copies.setdefault(id(s), s.scaled(fraction)) for n, s in self.sets.items()}
+        return Projector(sets, self.strategy)
+
+    def kept(self, shapes: Mapping[str, torch.Size]) -> dict[str, int | None]:
+        """Entries each tensor keeps; None for members of a global budget (data-dependent)."""
+        return {
+            n: None if isinstance(s, TopKSet) and s.scope == "global" else s.kept(shapes[n])
+            for n, s in self.sets.items()
+        }

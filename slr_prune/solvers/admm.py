@@ -1,0 +1,48 @@
+"""ADMM pruning baseline (Zhang et al. 2018): the same augmented Lagrangian as SLR, plain dual ascent.
+
+Every `interval`-th call of `step()`: Z = Π_S(W + Λ/ρ), then Λ ← Λ + ρ(W − Z) (the scaled form
+U ← U + W − Z with U = Λ/ρ).  No optimality conditions guard the update and the dual step is ρ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..spec import PruneSpec
+from .base import Closure, PenaltySolver
+
+__all__ = ["ADMM"]
+
+
+class ADMM(PenaltySolver):
+    """ADMM pruning solver; `interval` is how many `step()` calls make one Z/Λ update."""
+
+    def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1, interval: int = 1,
+                 rho_growth: float = 1.0, rho_max: float | None = None, strategy: str = "auto"):
+        if not (isinstance(interval, int) and interval >= 1):
+            raise ValueError(f"interval must be a positive integer, got {interval!r}")
+        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max, strategy=strategy)
+        self.interval = interval
+        self.calls = 0
+        self.updates = 0
+
+    def _scalar_state(self) -> dict[str, Any]:
+        return {**super()._scalar_state(), "calls": self.calls, "updates": self.updates}
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> dict[str, Any]:
+        """Count a call; on every `interval`-th, update Z and Λ (the closure is not needed)."""
+        self.calls += 1
+        if self.calls % self.interval:
+            return {"updated": False}
+        W = [p.detach() for p in self.params]
+        self.Z = self.project(W, torch._foreach_div(self.Lam, self.rho))
+        torch._foreach_add_(self.Lam, torch._foreach_sub(W, self.Z), alpha=self.rho)
+        self.updates += 1
+        record = {"update": self.updates, "rho": self.rho, "residual": self.residual(W, self.Z)}
+        self._grow_rho()
+        self.history.append(record)
+        return {"updated": True, **record}

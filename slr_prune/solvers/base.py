@@ -1,0 +1,188 @@
+"""What every pruning solver shares: the resolved sets, hard pruning, and state.
+
+`PenaltySolver` adds the relaxed-Lagrangian state of SLR and ADMM: the sparse copies Z, the
+multipliers Λ and the penalty ρ.  The W-step gradient of ρ/2‖W − Z + Λ/ρ‖² is ρ(W − Z) + Λ; it is
+added to `.grad` after `backward()` by three fused multi-tensor ops, outside autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import StateError
+from ..masks import Masks
+from ..sets import Projector
+from ..spec import PruneSpec
+
+__all__ = ["Solver", "PenaltySolver", "Closure"]
+
+Closure = Callable[[], float | Tensor]
+
+
+class Solver:
+    """Base of SLR, ADMM and Magnitude: holds the model's prunable tensors and their sets."""
+
+    def __init__(self, model: nn.Module, spec: PruneSpec, *, strategy: str = "auto"):
+        if not isinstance(spec, PruneSpec):
+            raise TypeError(f"spec must be a PruneSpec, got {type(spec).__name__}")
+        self.model = model
+        self.spec = spec
+        self.projector = Projector(spec.resolve(model), strategy=strategy)
+        self.names = self.projector.names()
+        params = dict(model.named_parameters())
+        self.params: list[nn.Parameter] = [params[n] for n in self.names]
+        self.history: list[dict[str, Any]] = []
+
+    def weights(self) -> dict[str, Tensor]:
+        return {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}
+
+    def add_penalty_grad_(self) -> None:
+        """Add the solver's term to the gradients (call after backward, before optimizer.step)."""
+
+    def step(self, closure: Closure | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def hard_prune(self) -> Masks:
+        """W ← Π_S(W) in place; returns the masks (exactly the target number of entries kept)."""
+        masks = Masks(self.projector.masks(self.weights()))
+        masks.apply_(self.model)
+        return masks
+
+    def distance(self) -> float:
+        """Relative distance of W to the sparse set, Σ‖W − Π_S(W)‖ / Σ‖W‖ (0 means already sparse)."""
+        w = self.weights()
+        z = self.projector.project(w)
+        num = sum(torch.linalg.vector_norm(w[n] - z[n]) for n in self.names)
+        den = sum(torch.linalg.vector_norm(w[n]) for n in self.names)
+        return float(num / den) if den > 0 else 0.0
+
+    # ---- state --------------------------------------------------------------------------
+    def _tensor_state(self) -> dict[str, list[Tensor]]:
+        return {}
+
+    def _scalar_state(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: tensors by parameter name, scalars and history."""
+        return {
+            "solver": type(self).__name__,
+            "names": list(self.names),
+            "tensors": {k: {n: t.detach().clone() for n, t in zip(self.names, ts, strict=True)}
+                        for k, ts in self._tensor_state().items()},
+            "scalars": self._scalar_state(),
+            "history": [dict(h) for h in self.history],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("solver") != type(self).__name__:
+            raise StateError(f"state was saved by {state.get('solver')!r}, not {type(self).__name__}")
+        if list(state["names"]) != self.names:
+            missing = sorted(set(self.names) ^ set(state["names"]))
+            raise StateError(f"state covers other parameters than this solver; differing: {missing[:5]}")
+        for key, target in self._tensor_state().items():
+            saved = state["tensors"][key]
+            for n, t in zip(self.names, target, strict=True):
+                if saved[n].shape != t.shape:
+                    raise StateError(f"{key}[{n!r}] has shape {tuple(saved[n].shape)}, expected {tuple(t.shape)}")
+                t.copy_(saved[n])
+        for k, v in state["scalars"].items():
+            setattr(self, k, v)
+        self.history = [dict(h) for h in state["history"]]
+
+
+class PenaltySolver(Solver):
+    """Solver with the augmented-Lagrangian state Z, Λ and ρ (shared by SLR and ADMM)."""
+
+    def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1,
+                 rho_growth: float = 1.0, rho_max: float | None = None, strategy: str = "auto"):
+        super().__init__(model, spec, strategy=strategy)
+        if not (math.isfinite(rho) and rho > 0):
+            raise ValueError(f"rho must be a positive number, got {rho!r}")
+        if not rho_growth >= 1.0:
+            raise ValueError(f"rho_growth must be ≥ 1 (1 keeps rho fixed), got {rho_growth!r}")
+        self.rho = float(rho)
+        self.rho_growth = float(rho_growth)
+        self.rho_max = rho_max
+        w = self.weights()
+        with torch.no_grad():
+            self.Z: list[Tensor] = list(self.projector.project(w).values())
+        self.Lam: list[Tensor] = [torch.zeros_like(t) for t in self.Z]
+
+    def _tensor_state(self) -> dict[str, list[Tensor]]:
+        return {"Z": self.Z, "Lam": self.Lam}
+
+    def _scalar_state(self) -> dict[str, Any]:
+        return {"rho": self.rho}
+
+    @torch.no_grad()
+    def add_penalty_grad_(self) -> None:
+        """grad += ρ(W − Z) + Λ for every pruned weight (fused; no autograd graph).
+
+        With AMP's GradScaler call it after `scaler.unscale_(optimizer)`.
+        """
+        pairs = [(p, p.grad, z, lam) for p, z, lam in zip(self.params, self.Z, self.Lam, strict=True)
+                 if p.grad is not None]
+        if not pairs:
+            return
+        ws, grads, zs, lams = (list(x) for x in zip(*pairs, strict=True))
+        torch._foreach_add_(grads, ws, alpha=self.rho)
+        torch._foreach_add_(grads, zs, alpha=-self.rho)
+        torch._foreach_add_(grads, lams)
+
+    @torch.no_grad()
+    def penalty(self, w: list[Tensor] | None = None, z: list[Tensor] | None = None) -> float:
+        """Σ tr Λᵀ(W − Z) + ρ/2‖W − Z‖², the relaxed-Lagrangian terms beyond the loss."""
+        w = [p.detach() for p in self.params] if w is None else w
+        z = self.Z if z is None else z
+        diff = torch._foreach_sub(w, z)
+        sq = torch.stack(torch._foreach_norm(diff)).pow(2).sum()
+        dot = torch.stack([(lam * d).sum() for lam, d in zip(self.Lam, diff, strict=True)]).sum()
+        return float(dot + 0.5 * self.rho * sq)
+
+    def residual(self, w: list[Tensor] | None = None, z: list[Tensor] | None = None) -> float:
+        """Σ_i ‖W_i − Z_i‖_F, the sum of per-layer norms the SLR step size uses."""
+        w = [p.detach() for p in self.params] if w is None else w
+        z = self.Z if z is None else z
+        return float(torch.stack(torch._foreach_norm(torch._foreach_sub(w, z))).sum())
+
+    def project(self, w: list[Tensor], shift: list[Tensor] | None = None) -> list[Tensor]:
+        """Π_S(W + shift) for lists in solver order."""
+        x = w if shift is None else torch._foreach_add(w, shift)
+        return list(self.projector.project(dict(zip(self.names, x, strict=True))).values())
+
+    def _grow_rho(self) -> None:
+        self.rho *= self.rho_growth
+        if self.rho_max is not None:
+            self.rho = min(self.rho, self.rho_max)
+
+    @contextmanager
+    def _weights_set_to(self, values: list[Tensor]):
+        """Temporarily load `values` into the pruned parameters (e.g. the previous iterate)."""
+        saved = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_([p.data for p in self.params], values)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.params], saved)
+
+
+def eval_closure(closure: Closure, where: str) -> float:
+    """Call a probe closure and insist on a finite loss."""
+    value = closure()
+    value = float(value.detach()) if isinstance(value, Tensor) else float(value)
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"the probe loss is {value} at {where}; training diverged: lower the learning rate or "
+            "rho, or check the data"
+        )
+    return value

@@ -1,0 +1,68 @@
+"""Magnitude pruning baseline: one-shot, or gradual with the cubic schedule of Zhu & Gupta (2017).
+
+One-shot: `hard_prune()` at the end is all there is.  Gradual: each `step()` prunes to
+ratio · (1 − (1 − t/steps)³) of the target and keeps the gradients of pruned weights at zero
+until the next step, so pruned weights stay pruned as the ratio rises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..spec import PruneSpec
+from .base import Closure, Solver
+
+__all__ = ["Magnitude"]
+
+
+class Magnitude(Solver):
+    """Magnitude pruning with `schedule` "oneshot" or "cubic" over `steps` calls of `step()`."""
+
+    def __init__(self, model: nn.Module, spec: PruneSpec, *, schedule: str = "oneshot",
+                 steps: int = 1, strategy: str = "auto"):
+        if schedule not in ("oneshot", "cubic"):
+            raise ValueError(f"schedule must be 'oneshot' or 'cubic', got {schedule!r}")
+        if not (isinstance(steps, int) and steps >= 1):
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        super().__init__(model, spec, strategy=strategy)
+        self.schedule = schedule
+        self.steps = steps
+        self.t = 0
+        self.current = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
+
+    def fraction(self, t: int) -> float:
+        """Share of the target ratio reached after t steps (cubic ramp from 0 to 1)."""
+        return 1.0 - (1.0 - min(t, self.steps) / self.steps) ** 3
+
+    def _tensor_state(self) -> dict[str, list[torch.Tensor]]:
+        return {"current": self.current}
+
+    def _scalar_state(self) -> dict[str, Any]:
+        return {"t": self.t}
+
+    @torch.no_grad()
+    def add_penalty_grad_(self) -> None:
+        """Zero the gradients of weights pruned so far (gradual schedule only)."""
+        if self.schedule == "cubic" and self.t > 0:
+            pairs = [(p.grad, m) for p, m in zip(self.params, self.current, strict=True) if p.grad is not None]
+            if pairs:
+                grads, masks = (list(x) for x in zip(*pairs, strict=True))
+                torch._foreach_mul_(grads, masks)
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> dict[str, Any]:
+        """Gradual: prune to the next point of the cubic schedule. One-shot: nothing to do."""
+        if self.schedule == "oneshot":
+            return {"fraction": 0.0}
+        self.t += 1
+        fraction = self.fraction(self.t)
+        masks = self.projector.scaled(fraction).masks(self.weights())
+        for cur, p, n in zip(self.current, self.params, self.names, strict=True):
+            cur.copy_(masks[n])
+            p.mul_(masks[n])
+        record = {"t": self.t, "fraction": fraction}
+        self.history.append(record)
+        return record

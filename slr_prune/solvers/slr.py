@@ -1,0 +1,98 @@
+"""Surrogate Lagrangian Relaxation (SLR) for constrained pruning.
+
+One `step(closure)` is one SLR iteration after a W-subproblem (the user's SGD steps with
+`add_penalty_grad_`), following ../shared/reference/slr-admm.md §1.3 and §4:
+
+1. Surrogate condition 1: L(W^k, Z^{k−1}, Λ) < L(W^{k−1}, Z^{k−1}, Λ), with the loss evaluated by
+   the same probe closure at the current weights and at a *copy* of the previous iterate.
+   If it holds (always at k = 1): s ← α_k s Σ‖W_prev − Z_prev‖ / Σ‖W − Z‖, Λ ← Λ + s(W − Z).
+2. Z-step: Z_new = Π_S(W + Λ/ρ), exact.
+3. Surrogate condition 2: L(W, Z_new, Λ) < L(W, Z, Λ) (the loss term cancels, so only the
+   penalty terms are compared).  If it holds: s ← α_k s Σ‖W_prev − Z_prev‖ / Σ‖W − Z_new‖,
+   Λ ← Λ + s(W − Z_new), and the previous iterate becomes (W, Z_new).
+
+α_k = 1 − 1/(M k^{1 − 1/k^r}).  Multipliers move only when a condition holds, so a bad iterate
+cannot corrupt Λ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..spec import PruneSpec
+from .base import Closure, PenaltySolver, eval_closure
+
+__all__ = ["SLR"]
+
+
+class SLR(PenaltySolver):
+    """SLR pruning solver; defaults are the authors' (ρ 0.1, M 300, r 0.1, s0 0.01)."""
+
+    def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1, M: float = 300.0,
+                 r: float = 0.1, s0: float = 0.01, rho_growth: float = 1.0,
+                 rho_max: float | None = None, strategy: str = "auto"):
+        if not M > 1:
+            raise ValueError(f"M must be > 1, got {M!r}")
+        if not 0 < r < 1:
+            raise ValueError(f"r must lie in (0, 1), got {r!r}")
+        if not s0 > 0:
+            raise ValueError(f"s0 must be positive, got {s0!r}")
+        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max, strategy=strategy)
+        self.M, self.r = float(M), float(r)
+        self.s = float(s0)
+        self.k = 1
+        self.W_prev = [p.detach().clone() for p in self.params]
+        self.Z_prev = [z.clone() for z in self.Z]
+
+    def _tensor_state(self) -> dict[str, list[torch.Tensor]]:
+        return {**super()._tensor_state(), "W_prev": self.W_prev, "Z_prev": self.Z_prev}
+
+    def _scalar_state(self) -> dict[str, Any]:
+        return {**super()._scalar_state(), "s": self.s, "k": self.k}
+
+    def alpha(self, k: int) -> float:
+        """Step-size contraction α_k = 1 − 1 / (M · k^(1 − 1/k^r))."""
+        return 1.0 - 1.0 / (self.M * k ** (1.0 - 1.0 / k**self.r))
+
+    def _update_step_size(self, denominator: float) -> None:
+        numerator = self.residual(self.W_prev, self.Z_prev)
+        if numerator > 0 and denominator > 0:
+            self.s = self.alpha(self.k) * self.s * numerator / denominator
+
+    @torch.no_grad()
+    def step(self, closure: Closure) -> dict[str, Any]:
+        """One SLR iteration; `closure()` returns the loss on fixed probe batches (see probe.py)."""
+        if closure is None:
+            raise TypeError("SLR.step needs a closure returning the loss on fixed probe batches")
+        W = [p.detach().clone() for p in self.params]
+        f_new = eval_closure(closure, f"SLR iteration {self.k} (current weights)")
+        with self._weights_set_to(self.W_prev):
+            f_old = eval_closure(closure, f"SLR iteration {self.k} (previous iterate)")
+        L_new = f_new + self.penalty(W, self.Z)
+        L_old = f_old + self.penalty(self.W_prev, self.Z)
+        cond1 = L_new < L_old or self.k == 1
+        if cond1:
+            self._update_step_size(self.residual(W, self.Z))
+            torch._foreach_add_(self.Lam, torch._foreach_sub(W, self.Z), alpha=self.s)
+            self.k += 1
+
+        shift = torch._foreach_div(self.Lam, self.rho)
+        Z_new = self.project(W, shift)
+        cond2 = self.penalty(W, Z_new) < self.penalty(W, self.Z)
+        if cond2:
+            self._update_step_size(self.residual(W, Z_new))
+            torch._foreach_add_(self.Lam, torch._foreach_sub(W, Z_new), alpha=self.s)
+            self.k += 1
+            torch._foreach_copy_(self.W_prev, W)
+            torch._foreach_copy_(self.Z_prev, Z_new)
+        torch._foreach_copy_(self.Z, Z_new)
+
+        record = {"k": self.k, "loss": f_new, "loss_prev": f_old, "cond1": bool(cond1),
+                  "cond2": bool(cond2), "s": self.s, "rho": self.rho,
+                  "residual": self.residual(W, self.Z)}
+        self._grow_rho()
+        self.history.append(record)
+        return record
