@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,24 +17,31 @@ from torch import Tensor, nn
 __all__ = ["probe_closure"]
 
 
-def probe_closure(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
-                  loss_fn: Callable[[Tensor, Tensor], Tensor], max_batches: int | None = None,
-                  device: torch.device | str | None = None) -> Callable[[], float]:
-    """A closure returning the mean loss of `model` over the first `max_batches` of `batches`."""
+def probe_closure(model: nn.Module, batches: Iterable[Any],
+                  criterion: Callable[[Tensor, Tensor], Tensor] | None = None, *,
+                  batch_loss: Callable[[Any], Tensor] | None = None,
+                  max_batches: int | None = None) -> Callable[[], float]:
+    """A closure returning the mean loss over the first `max_batches` of `batches`.
+
+    Give `criterion(model(x), y)` for (x, y) batches, or `batch_loss(batch)` for anything else.
+    """
+    if (criterion is None) == (batch_loss is None):
+        raise TypeError("give exactly one of criterion= or batch_loss=")
     kept = list(itertools.islice(batches, max_batches))
     if not kept:
         raise ValueError("probe_closure needs at least one batch")
-    if device is not None:
-        kept = [(x.to(device), y.to(device)) for x, y in kept]
+    if batch_loss is None:
+        def batch_loss(batch: Any) -> Tensor:
+            x, y = batch
+            return criterion(model(x), y)
 
     @torch.no_grad()
     def closure() -> float:
         was_training = model.training
         model.eval()
         try:
-            total = sum(float(loss_fn(model(x), y)) * len(x) for x, y in kept)
+            return sum(float(batch_loss(b)) for b in kept) / len(kept)
         finally:
             model.train(was_training)
-        return total / sum(len(x) for x, _ in kept)
 
     return closure

@@ -278,8 +278,11 @@ def _shape(shape) -> str:
 
 
 def _hint(glob: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(glob, names, n=3, cutoff=0.5)
-    return f"; did you mean {', '.join(close)}?" if close else f"; parameters look like {names[0]!r}" if names else ""
+    close = difflib.get_close_matches(glob, names, n=3, cutoff=0.6)
+    if close:
+        return f"; did you mean {', '.join(close)}?"
+    tops = list(dict.fromkeys(n.split(".")[0] for n in names))
+    return f"; names start with: {', '.join(tops[:12])}{' ...' if len(tops) > 12 else ''}"
 
 
 def _no_match(glob: str, all_names: list[str], candidates: Mapping[str, Any], skipped: set[str],

@@ -20,7 +20,7 @@ from ..masks import Masks
 from ..sets import Projector
 from ..spec import PruneSpec
 
-__all__ = ["Solver", "PenaltySolver", "Closure"]
+__all__ = ["Solver", "PenaltySolver", "Closure", "weights_set_to"]
 
 Closure = Callable[[], float | Tensor]
 
@@ -69,6 +69,12 @@ class Solver:
 
     def _scalar_state(self) -> dict[str, Any]:
         return {}
+
+    def to(self, device: torch.device | str) -> Solver:
+        """Move the solver's state to `device` (after the model was moved there)."""
+        for tensors in self._tensor_state().values():
+            tensors[:] = [t.to(device) for t in tensors]
+        return self
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: tensors by parameter name, scalars and history."""
@@ -163,17 +169,21 @@ class PenaltySolver(Solver):
         if self.rho_max is not None:
             self.rho = min(self.rho, self.rho_max)
 
-    @contextmanager
     def _weights_set_to(self, values: list[Tensor]):
-        """Temporarily load `values` into the pruned parameters (e.g. the previous iterate)."""
-        saved = [p.detach().clone() for p in self.params]
+        return weights_set_to(self.params, values)
+
+
+@contextmanager
+def weights_set_to(params: list[Tensor], values: list[Tensor]):
+    """Temporarily load `values` into `params` (e.g. a previous iterate or a hard-pruned copy)."""
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        torch._foreach_copy_([p.data for p in params], values)
+    try:
+        yield
+    finally:
         with torch.no_grad():
-            torch._foreach_copy_([p.data for p in self.params], values)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_([p.data for p in self.params], saved)
+            torch._foreach_copy_([p.data for p in params], saved)
 
 
 def eval_closure(closure: Closure, where: str) -> float:
