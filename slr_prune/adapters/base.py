@@ -1,0 +1,61 @@
+"""The Task interface: what the solver loop needs from a model family.
+
+A task owns the data, the loss and the metric; the trainer and the pruning workflow know nothing
+else about the model.  Batches travel as whatever the task's loaders yield; the task moves them
+to a device and computes the loss or the metric.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+__all__ = ["Task"]
+
+
+class Task(ABC):
+    """A model family with its data, loss and metric (higher `metric` is better)."""
+
+    name: str = "task"
+    metric: str = "metric"
+    default_exclude: tuple[str, ...] = ()
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A fresh model of the task's architecture."""
+
+    @abstractmethod
+    def train_loader(self, sampler: Any = None) -> DataLoader:
+        """Training batches; `sampler` (e.g. DistributedSampler) replaces shuffling when given."""
+
+    @abstractmethod
+    def train_dataset(self) -> Any:
+        """The training dataset (for distributed samplers)."""
+
+    @abstractmethod
+    def val_loader(self) -> DataLoader:
+        """Held-out batches for the metric."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> Tensor:
+        """The training loss of `model` on one batch."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        """Metrics on the validation data; includes the key `self.metric`."""
+
+    @abstractmethod
+    def example_input(self, batch_size: int = 1) -> Tensor:
+        """An input tensor of the right shape (for FLOPs counting and latency)."""
+
+    def probe_batches(self, n: int) -> list[Any]:
+        """The first n training batches in a fixed order, for SLR's surrogate conditions."""
+        return list(itertools.islice(iter(self.probe_loader()), n))
+
+    def probe_loader(self) -> DataLoader:
+        return self.val_loader()

@@ -1,0 +1,78 @@
+"""Image classification: torchvision / CIFAR ResNets / the digits CNN on digits, CIFAR-10 or
+ImageNet-style folders, with cross-entropy and top-1 accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ..data import classification_datasets
+from ..models import create_model
+from .base import Task
+
+__all__ = ["ClassificationTask"]
+
+
+class ClassificationTask(Task):
+    """`model` by registry name (see slr_prune.models.list_models), `dataset` digits|cifar10|imagefolder."""
+
+    metric = "accuracy"
+
+    def __init__(self, model: str = "digits_cnn", dataset: str = "digits", data: str | Path | None = None,
+                 batch_size: int = 64, eval_batch_size: int = 256, image_size: int | None = None,
+                 workers: int = 0, seed: int = 0):
+        self.model_name = model
+        self.dataset_name = dataset
+        self.train_set, self.val_set, self.info = classification_datasets(dataset, data, image_size)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.workers, self.seed = workers, seed
+        self.name = f"{model}-{dataset}"
+        create_model(model, 2, 8)  # fail now, with the list of names, if the model is unknown
+
+    def build_model(self) -> nn.Module:
+        return create_model(self.model_name, self.info["num_classes"], self.info["image_size"],
+                            self.info["in_channels"])
+
+    def train_dataset(self) -> Any:
+        return self.train_set
+
+    def train_loader(self, sampler: Any = None) -> DataLoader:
+        return DataLoader(self.train_set, self.batch_size, shuffle=sampler is None, sampler=sampler,
+                          num_workers=self.workers, drop_last=len(self.train_set) > self.batch_size)
+
+    def val_loader(self) -> DataLoader:
+        return DataLoader(self.val_set, self.eval_batch_size, num_workers=self.workers)
+
+    def probe_loader(self) -> DataLoader:
+        # Training data without shuffling: a fixed sample of the objective SLR minimises.
+        return DataLoader(self.train_set, self.batch_size, shuffle=False, num_workers=self.workers)
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        correct = total = 0
+        loss = 0.0
+        try:
+            for x, y in self.val_loader():
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                out = model(x)
+                loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
+                correct += int((out.argmax(1) == y).sum())
+                total += len(y)
+        finally:
+            model.train(was_training)
+        return {"accuracy": correct / total, "val_loss": loss / total}
+
+    def example_input(self, batch_size: int = 1) -> Tensor:
+        s, c = self.info["image_size"], self.info["in_channels"]
+        return torch.randn(batch_size, c, s, s)
