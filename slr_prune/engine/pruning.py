@@ -1,0 +1,120 @@
+"""`prune()`: the whole workflow in one call, the verb the CLI wraps.
+
+dense metric → solver training (SLR / ADMM / gradual magnitude) with the hard-prune metric after
+every epoch → hard prune (exact target sparsity) → metric without retraining → masked fine-tuning
+→ squash.  With `out_dir` every phase checkpoints atomically and `resume=True` continues a run
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..adapters.base import Task
+from ..evaluate import hard_prune_metrics
+from ..masks import Masks, squash
+from ..metrics import cost_summary
+from ..solvers import SOLVERS
+from ..spec import PruneSpec
+from . import distributed as dist_utils
+from .checkpoint import save_atomic
+from .trainer import TrainConfig, Trainer, resolve_device
+
+__all__ = ["prune", "PruneResult"]
+
+
+@dataclass
+class PruneResult:
+    """What a pruning run measured; `to_dict()` is the JSON report."""
+
+    method: str
+    spec: dict[str, Any]
+    metric: str
+    dense: dict[str, float]
+    hard_prune: dict[str, float]
+    target_sparsity: float
+    sparsity: float
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    finetune: list[dict[str, Any]] = field(default_factory=list)
+    costs: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def finetuned(self) -> dict[str, float] | None:
+        return self.finetune[-1] if self.finetune else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prune(model: nn.Module, task: Task, spec: PruneSpec, method: str = "slr", *,
+          train: TrainConfig | None = None, finetune: TrainConfig | None = None,
+          solver_options: dict[str, Any] | None = None, out_dir: str | Path | None = None,
+          resume: bool = False, dense_metrics: dict[str, float] | None = None) -> PruneResult:
+    """Prune `model` in place with `method` (slr | admm | magnitude) under `spec`; see module doc."""
+    if method not in SOLVERS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SOLVERS)}")
+    start = time.perf_counter()
+    train = train or TrainConfig()
+    out = Path(out_dir) if out_dir is not None else None
+    device = resolve_device(train.device)
+    model.to(device)
+    if device.type == "cuda" and train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    example = task.example_input()
+    costs_before = cost_summary(model, example)
+    dense = dense_metrics or task.evaluate(model, device)
+
+    options = dict(solver_options or {})
+    if method == "magnitude" and options.get("schedule") == "cubic":
+        options.setdefault("steps", max(1, train.epochs))
+    solver = SOLVERS[method](model, spec, **options)
+    metric = task.metric
+
+    def hard_prune_hook(trainer: Trainer) -> dict[str, Any]:
+        m = hard_prune_metrics(task, model, solver.projector, device)
+        return {f"hard_prune_{metric}": m[metric], "distance": solver.distance()}
+
+    epochs: list[dict[str, Any]] = []
+    trains = not (method == "magnitude" and options.get("schedule", "oneshot") == "oneshot")
+    if trains and train.epochs > 0:
+        config = replace(train, checkpoint=str(out / f"{method}.pt") if out else None, resume=resume)
+        epochs = Trainer(task, model, config, solver=solver, epoch_hooks=[hard_prune_hook],
+                         desc=method).fit()
+
+    masks = solver.hard_prune()
+    hard = task.evaluate(model, device)
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    shapes = {n: masks[n].shape for n in masks}
+    target_kept = sum(k for k in solver.projector.kept(shapes).values() if k is not None)
+    has_global = any(k is None for k in solver.projector.kept(shapes).values())
+
+    tuned: list[dict[str, Any]] = []
+    if finetune is not None and finetune.epochs > 0:
+        masks.attach(model)
+        config = replace(finetune, checkpoint=str(out / "finetune.pt") if out else None, resume=resume)
+        tuned = Trainer(task, model, config, desc="finetune").fit()
+        squash(model)
+
+    result = PruneResult(
+        method=method, spec=spec.to_dict(), metric=metric, dense=dense, hard_prune=hard,
+        target_sparsity=(1 - target_kept / total) if not has_global else float("nan"),
+        sparsity=1 - kept / total, epochs=epochs, finetune=tuned,
+        costs={"before": _totals(costs_before), "after": _totals(cost_summary(model, example))},
+        seconds=time.perf_counter() - start,
+    )
+    if out is not None and dist_utils.is_main():
+        save_atomic({"model": model.state_dict(), "masks": Masks(masks).state_dict(),
+                     "result": result.to_dict()}, out / "pruned.pt")
+    return result
+
+
+def _totals(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k != "layers"}

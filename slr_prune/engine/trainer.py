@@ -1,0 +1,232 @@
+"""The training loop shared by dense training, SLR/ADMM training and masked fine-tuning.
+
+Per step: loss → backward → `solver.add_penalty_grad_()` → optimizer step.  Per epoch: the LR
+schedule (stepped once per epoch, with T_max in epochs), `solver.step(probe)`, evaluation, an
+atomic checkpoint, then callbacks.  bf16 autocast and channels_last on CUDA; DDP when launched
+by torchrun; each epoch reseeds from (seed, epoch) so a resumed run sees the same data order and
+augmentations as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..adapters.base import Task
+from ..probe import probe_closure
+from ..solvers.base import Solver
+from . import distributed as dist_utils
+from .checkpoint import load_checkpoint, save_atomic
+
+__all__ = ["TrainConfig", "Trainer", "resolve_device", "seed_everything"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training phase (configs as data: YAML/CLI map onto these)."""
+
+    epochs: int = 10
+    lr: float = 0.05
+    optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step | constant
+    step_epochs: int = 30
+    gamma: float = 0.1
+    amp: bool = True
+    channels_last: bool = True
+    seed: int = 0
+    device: str = "auto"
+    checkpoint: str | None = None
+    resume: bool = False
+    progress: bool = True
+    probe_batches: int = 4
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be ≥ 0, got {self.epochs}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA device is available; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+Callback = Callable[["Trainer", dict[str, Any]], None]
+EpochHook = Callable[["Trainer"], dict[str, Any]]
+
+
+class Trainer:
+    """Runs `config.epochs` epochs of `task` on `model`, optionally driving a pruning `solver`.
+
+    `epoch_hooks` add entries to each epoch's record (e.g. the hard-prune metric); `callbacks`
+    run after the checkpoint of the epoch is written.
+    """
+
+    def __init__(self, task: Task, model: nn.Module, config: TrainConfig, solver: Solver | None = None,
+                 epoch_hooks: Sequence[EpochHook] = (), callbacks: Sequence[Callback] = (),
+                 desc: str = "train"):
+        self.task, self.config, self.solver, self.desc = task, config, solver, desc
+        self.device = resolve_device(config.device)
+        self.epoch_hooks, self.callbacks = list(epoch_hooks), list(callbacks)
+        self.model = model.to(self.device)
+        if self.device.type == "cuda" and config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if solver is not None:
+            solver.to(self.device)
+        self.distributed = dist_utils.init_from_env(self.device)
+        self.sampler = None
+        self.net: nn.Module = self.model
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+            from torch.utils.data.distributed import DistributedSampler
+
+            self.sampler = DistributedSampler(task.train_dataset(), shuffle=True, seed=config.seed)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "adam":
+            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                               nesterov=c.nesterov and c.momentum > 0)
+
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        c = self.config
+        if c.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, c.epochs))
+        if c.schedule == "step":
+            return torch.optim.lr_scheduler.StepLR(self.optimizer, c.step_epochs, c.gamma)
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
+
+    def _probe(self) -> Callable[[], float]:
+        batches = self.task.probe_batches(self.config.probe_batches)
+        closure = probe_closure(self.model, batches,
+                                batch_loss=lambda b: self.task.loss(self.model, b, self.device))
+        return lambda: dist_utils.all_reduce_mean(closure(), self.device)
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "solver": self.solver.state_dict() if self.solver is not None else None,
+            "history": self.history,
+            "config": asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.solver is not None:
+            if state.get("solver") is None:
+                raise ValueError("the checkpoint holds no solver state; it is not from a pruning run")
+            self.solver.load_state_dict(state["solver"])
+        self.history = list(state["history"])
+        self.epoch = int(state["epoch"])
+
+    def _maybe_resume(self) -> None:
+        c = self.config
+        if c.resume and c.checkpoint and Path(c.checkpoint).is_file():
+            self.load_state_dict(load_checkpoint(c.checkpoint, map_location=self.device))
+
+    def _save(self) -> None:
+        if self.config.checkpoint and dist_utils.is_main():
+            save_atomic(self.state_dict(), self.config.checkpoint)
+
+    # ---- the loop -----------------------------------------------------------------------
+    def fit(self) -> list[dict[str, Any]]:
+        """Train until `config.epochs`; returns one record per epoch (resumed ones included)."""
+        self._maybe_resume()
+        probe = self._probe() if self.solver is not None else None
+        while self.epoch < self.config.epochs:
+            seed_everything(self.config.seed * 1000 + self.epoch)
+            if self.sampler is not None:
+                self.sampler.set_epoch(self.epoch)
+            start = time.perf_counter()
+            train_loss = self._train_epoch()
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            self.epoch += 1
+            record: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr}
+            if self.solver is not None:
+                record["solver"] = self.solver.step(probe)
+            record.update(self.task.evaluate(self.model, self.device))
+            for hook in self.epoch_hooks:
+                record.update(hook(self))
+            record["seconds"] = time.perf_counter() - start
+            self.history.append(record)
+            self._save()
+            for callback in self.callbacks:
+                callback(self, record)
+        return self.history
+
+    def _train_epoch(self) -> float:
+        from tqdm.auto import tqdm
+
+        c = self.config
+        self.net.train()
+        loader = self.task.train_loader(self.sampler)
+        use_amp = c.amp and self.device.type == "cuda"
+        total, steps = torch.zeros((), device=self.device), 0
+        bar = tqdm(loader, desc=f"{self.desc} {self.epoch + 1}/{c.epochs}", leave=False,
+                   disable=not (c.progress and dist_utils.is_main()))
+        for batch in bar:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = self.task.loss(self.net, batch, self.device)
+            loss.backward()
+            if self.solver is not None:
+                self.solver.add_penalty_grad_()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            total += loss.detach().float()
+            steps += 1
+            if steps % c.log_every == 0:
+                self._check_finite(float(loss.detach()), steps)
+                bar.set_postfix(loss=f"{float(total) / steps:.4f}")
+        mean = float(total) / max(1, steps)
+        self._check_finite(mean, steps)
+        return mean
+
+    def _check_finite(self, value: float, step: int) -> None:
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"training loss became {value} in epoch {self.epoch + 1} by step {step}; lower the "
+                "learning rate (or rho), or check the data")
