@@ -291,7 +291,10 @@ def topk_mask(scores: Tensor, k: int) -> Tensor:
     threshold = scores.kthvalue(n - k + 1).values
     above = scores > threshold
     ties = scores == threshold
-    return above | (ties & (ties.cumsum(0) <= k - above.sum()))
+    need = k - above.sum()
+    if not scores.is_cuda and int(need) == int(ties.sum()):  # no tie to split: skip the scan
+        return above | ties
+    return above | (ties & (ties.cumsum(0) <= need))
 
 
 def segmented_topk_masks(segments: Sequence[Tensor], ks: Sequence[int], strategy: str = "auto") -> list[Tensor]:
@@ -311,7 +314,8 @@ def segmented_topk_masks(segments: Sequence[Tensor], ks: Sequence[int], strategy
         raise ValueError(f"strategy {strategy!r} is not one of 'auto', 'sort', 'loop'")
     device = segments[0].device
     lengths = torch.tensor([s.numel() for s in segments], device=device)
-    flat = torch.cat([s.float() for s in segments])
+    # + 0.0 turns -0.0 (a valid zero score) into +0.0; its sign bit would overflow the segment id.
+    flat = torch.cat([s.float() for s in segments]) + 0.0
     segment_of = torch.repeat_interleave(torch.arange(len(segments), device=device), lengths)
     # Non-negative float32 bit patterns order like the floats; subtracting from 0x7FFFFFFF makes
     # the ascending sort descending in score within each segment.
@@ -366,7 +370,7 @@ class Projector:
             ks.append(n_keep(s.ratio, scores.numel()))
         out: dict[str, Tensor] = {}
         if segments:
-            for (s, names), keep in zip(self._topk, segmented_topk_masks(segments, ks, self.strategy)):
+            for (s, names), keep in zip(self._topk, segmented_topk_masks(segments, ks, self.strategy), strict=True):
                 sizes = [s.n_groups(tensors[n].shape) for n in names]
                 for n, part in zip(names, keep.split(sizes), strict=True):
                     out[n] = s.expand(part, tensors[n].shape)
