@@ -32,6 +32,7 @@ def test_penalty_gradient_matches_autograd():
     for z, lam in zip(solver.Z, solver.Lam, strict=True):
         z.add_(torch.randn_like(z) * 0.1)
         lam.copy_(torch.randn_like(lam))
+    solver._refresh()  # Z and Λ were edited by hand, outside step()
     x, y = data()
     F.cross_entropy(model(x), y).backward()
     solver.add_penalty_grad_()

@@ -121,6 +121,20 @@ class PenaltySolver(Solver):
         with torch.no_grad():
             self.Z: list[Tensor] = list(self.projector.project(w).values())
         self.Lam: list[Tensor] = [torch.zeros_like(t) for t in self.Z]
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Cache Λ − ρZ so the per-step penalty gradient ρW + (Λ − ρZ) is two fused passes."""
+        self._offset = torch._foreach_add(self.Lam, self.Z, alpha=-self.rho)
+
+    def to(self, device: torch.device | str) -> PenaltySolver:
+        super().to(device)
+        self._refresh()
+        return self
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._refresh()
 
     def _tensor_state(self) -> dict[str, list[Tensor]]:
         return {"Z": self.Z, "Lam": self.Lam}
@@ -130,18 +144,16 @@ class PenaltySolver(Solver):
 
     @torch.no_grad()
     def add_penalty_grad_(self) -> None:
-        """grad += ρ(W − Z) + Λ for every pruned weight (fused; no autograd graph).
+        """grad += ρ(W − Z) + Λ = ρW + (Λ − ρZ) for every pruned weight (fused; no autograd graph).
 
         With AMP's GradScaler call it after `scaler.unscale_(optimizer)`.
         """
-        pairs = [(p, p.grad, z, lam) for p, z, lam in zip(self.params, self.Z, self.Lam, strict=True)
-                 if p.grad is not None]
+        pairs = [(p, p.grad, c) for p, c in zip(self.params, self._offset, strict=True) if p.grad is not None]
         if not pairs:
             return
-        ws, grads, zs, lams = (list(x) for x in zip(*pairs, strict=True))
+        ws, grads, offsets = (list(x) for x in zip(*pairs, strict=True))
         torch._foreach_add_(grads, ws, alpha=self.rho)
-        torch._foreach_add_(grads, zs, alpha=-self.rho)
-        torch._foreach_add_(grads, lams)
+        torch._foreach_add_(grads, offsets)
 
     @torch.no_grad()
     def penalty(self, w: list[Tensor] | None = None, z: list[Tensor] | None = None) -> float:
@@ -165,9 +177,11 @@ class PenaltySolver(Solver):
         return list(self.projector.project(dict(zip(self.names, x, strict=True))).values())
 
     def _grow_rho(self) -> None:
+        """Apply the ρ schedule after an update (and refresh the cached gradient offset)."""
         self.rho *= self.rho_growth
         if self.rho_max is not None:
             self.rho = min(self.rho, self.rho_max)
+        self._refresh()
 
     def _weights_set_to(self, values: list[Tensor]):
         return weights_set_to(self.params, values)
