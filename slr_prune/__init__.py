@@ -1,7 +1,7 @@
 """slr_prune: constrained weight pruning for PyTorch (SLR, ADMM, magnitude)."""
 
 from .errors import SpecError, StateError
-from .masks import Masks, squash, sparsity_report
+from .masks import Masks, sparsity_report, squash
 from .probe import probe_closure
 from .sets import (
     NM,

@@ -61,7 +61,7 @@ class Masks(Mapping[str, Tensor]):
             if n not in params:
                 raise StateError(f"mask {n!r} names no parameter of the model")
             if params[n].shape != m.shape:
-                raise StateError(f"mask {n!r} has shape {tuple(m.shape)} but the parameter has {tuple(params[n].shape)}")
+                raise StateError(f"mask {n!r} has shape {tuple(m.shape)}, the parameter {tuple(params[n].shape)}")
             out[n] = params[n]
         return out
 

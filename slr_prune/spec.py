@@ -199,7 +199,7 @@ class PruneSpec:
         rows.append(("total (conv/linear weights)", "", "", f"{1 - kept_total / total:.3f}",
                      f"{total:,}", f"{math.floor(kept_total):,}"))
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) for r in [header, *rows]]
         lines.insert(1, "  ".join("-" * w for w in widths))
         if global_numel:
             lines.append("* global budget: one threshold across the starred layers; per-layer "

@@ -15,7 +15,7 @@ def pruned_resnet18():
 
 def effective_weights(model, names):
     modules = dict(model.named_modules())
-    return {n: getattr(modules[n.rpartition(".")[0]], "weight").detach() for n in names}
+    return {n: modules[n.rpartition(".")[0]].weight.detach() for n in names}
 
 
 @pytest.mark.parametrize("make_opt", [
