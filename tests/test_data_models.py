@@ -1,0 +1,82 @@
+import pickle
+
+import pytest
+import torch
+from fixtures import write_cifar10, write_image_folders
+
+from slr_prune.adapters import ClassificationTask
+from slr_prune.data import CIFAR10Batches, classification_datasets
+from slr_prune.models import create_model, list_models
+
+
+def test_cifar10_reads_the_python_batches(tmp_path):
+    write_cifar10(tmp_path)
+    train, test = CIFAR10Batches(tmp_path, train=True), CIFAR10Batches(tmp_path / "cifar-10-batches-py", False)
+    assert len(train) == 40 and len(test) == 8
+    x, y = train[0]
+    assert x.shape == (3, 32, 32) and 0 <= int(y) <= 9
+    raw = pickle.load(open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb"), encoding="latin1")
+    first = torch.tensor(raw["data"][0], dtype=torch.float32).view(3, 32, 32) / 255
+    mean, std = torch.tensor((0.4914, 0.4822, 0.4465)), torch.tensor((0.2023, 0.1994, 0.2010))
+    torch.testing.assert_close(test[0][0], (first - mean.view(3, 1, 1)) / std.view(3, 1, 1))
+    assert int(test[0][1]) == raw["labels"][0]
+
+
+def test_cifar10_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        CIFAR10Batches(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="holds no CIFAR-10 python batches"):
+        CIFAR10Batches(tmp_path)
+    write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_text("not a pickle")
+    with pytest.raises(ValueError, match="is not a CIFAR-10 python batch"):
+        CIFAR10Batches(tmp_path, train=False)
+
+
+def test_image_folders(tmp_path):
+    write_image_folders(tmp_path)
+    train, val, info = classification_datasets("imagefolder", tmp_path, image_size=32)
+    assert info == {"num_classes": 3, "image_size": 32, "in_channels": 3}
+    assert train[0][0].shape == (3, 32, 32) and len(val) == 6
+    with pytest.raises(FileNotFoundError, match="needs a train/ folder"):
+        classification_datasets("imagefolder", tmp_path / "val")
+
+
+def test_dataset_errors():
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        classification_datasets("mnist")
+    with pytest.raises(ValueError, match="read from disk"):
+        classification_datasets("cifar10")
+    with pytest.raises(ValueError, match="unknown model 'resnet19'.*resnet18"):
+        ClassificationTask(model="resnet19")
+
+
+@pytest.mark.parametrize("name,params", [("resnet20", 0.27e6), ("resnet56", 0.85e6), ("resnet110", 1.7e6)])
+def test_cifar_resnets_have_the_papers_size(name, params):
+    model = create_model(name)
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - params) / params < 0.03  # option-B shortcuts add about 1%
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg16_bn", "mobilenet_v2"])
+def test_cifar_stems_keep_spatial_resolution(name):
+    model = create_model(name, num_classes=10, image_size=32).eval()
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.stride == (1, 1) and first.kernel_size == (3, 3)
+
+
+def test_registry_lists_the_issue_models():
+    names = set(list_models())
+    assert {"resnet18", "resnet50", "vgg16", "vgg16_bn", "mobilenet_v2", "resnet20", "resnet56",
+            "resnet110", "digits_cnn"} <= names
+
+
+def test_digits_task_is_the_default():
+    task = ClassificationTask()
+    assert task.info["image_size"] == 8 and len(task.train_set) + len(task.val_set) == 1797
+    model = task.build_model()
+    x, y = next(iter(task.train_loader()))
+    assert model(x).shape == (len(y), 10)
+    assert 0 <= task.evaluate(model, torch.device("cpu"))["accuracy"] <= 1

@@ -1,0 +1,26 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+def test_two_process_ddp_keeps_solver_state_identical(tmp_path):
+    worker = Path(__file__).with_name("ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(worker), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert a["world"] == b["world"] == 2
+    assert a["batches"] == b["batches"] == 1347 // 2 // 64  # each rank sees half of the data
+    for key in ("Z", "Lam", "W_prev", "Z_prev"):
+        for name, t in a["solver"]["tensors"][key].items():
+            assert torch.equal(t, b["solver"]["tensors"][key][name]), (key, name)
+    assert a["solver"]["scalars"] == b["solver"]["scalars"]
+    assert a["solver"]["history"] == b["solver"]["history"] and len(a["solver"]["history"]) == 2
+    # Parameters are identical; batch-norm running statistics are per rank by DDP's design.
+    for name, t in a["params"].items():
+        assert torch.equal(t, b["params"][name]), name
