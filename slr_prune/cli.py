@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .adapters import TASKS
 from .errors import SpecError, StateError
 
 EPILOG = """examples:
@@ -28,12 +29,12 @@ EPILOG = """examples:
 # ---- argument groups ------------------------------------------------------------------------
 def _task_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("task and data")
-    g.add_argument("--task", default="classification", choices=["classification"],
+    g.add_argument("--task", default="classification", choices=sorted(TASKS),
                    help="model family (default: classification)")
     g.add_argument("--model", default=None, help="architecture name, e.g. digits_cnn, resnet18, resnet56 "
                    "(default: the checkpoint's, else digits_cnn)")
-    g.add_argument("--dataset", default=None, choices=["digits", "cifar10", "imagefolder"],
-                   help="digits ships with the package; cifar10 and imagefolder are read from --data")
+    g.add_argument("--dataset", default=None,
+                   help="classification: digits (ships with the package), cifar10 or imagefolder (read from --data)")
     g.add_argument("--data", default=None, help="dataset root folder (never downloaded)")
     g.add_argument("--image-size", type=int, default=None, help="input size for imagefolder (default 224)")
     g.add_argument("--batch-size", type=int, default=64)
@@ -211,14 +212,14 @@ def make_spec(args: argparse.Namespace):
 
 
 def make_task(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None):
-    from .adapters import ClassificationTask
+    """The task named by --task; options missing on the command line come from the checkpoint."""
+    from .adapters import create_task
 
     saved = (checkpoint or {}).get("task", {})
-    model = args.model or saved.get("model") or "digits_cnn"
-    dataset = args.dataset or saved.get("dataset") or "digits"
-    return ClassificationTask(model=model, dataset=dataset, data=args.data, batch_size=args.batch_size,
-                              image_size=args.image_size or saved.get("image_size"),
-                              workers=args.workers, seed=args.seed)
+    options = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size}
+    options = {k: v if v is not None else saved.get(k) for k, v in options.items()}
+    return create_task(args.task, **{k: v for k, v in options.items() if v is not None},
+                       batch_size=args.batch_size, workers=args.workers, seed=args.seed)
 
 
 def train_config(args: argparse.Namespace, prefix: str = "", **overrides: Any):
@@ -253,13 +254,9 @@ def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
         try:
             model.load_state_dict(checkpoint["model"])
         except (KeyError, RuntimeError) as e:
-            raise StateError(f"checkpoint {args.checkpoint!r} does not fit model {task.model_name!r}: "
+            raise StateError(f"checkpoint {args.checkpoint!r} does not fit the task's model ({task.name}): "
                              f"{str(e).splitlines()[0]}") from e
     return task, model, checkpoint
-
-
-def task_record(task) -> dict[str, Any]:
-    return {"model": task.model_name, "dataset": task.dataset_name, "image_size": task.info["image_size"]}
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -271,7 +268,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = train_config(args, checkpoint=str(Path(args.out).with_suffix(".state.pt")), resume=args.resume)
     history = Trainer(task, model, config).fit()
     metrics = task.evaluate(model, next(model.parameters()).device)
-    save_atomic({"model": model.state_dict(), "task": task_record(task), "metrics": metrics,
+    save_atomic({"model": model.state_dict(), "task": task.record(), "metrics": metrics,
                  "history": history}, args.out)
     print(f"dense {task.metric}: {100 * metrics[task.metric]:.2f}%  → {args.out}")
 
@@ -352,7 +349,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     Trainer(task, model, config, desc="finetune").fit()
     squash(model)
     metrics = task.evaluate(model, next(model.parameters()).device)
-    save_atomic({"model": model.state_dict(), "masks": masks.state_dict(), "task": task_record(task),
+    save_atomic({"model": model.state_dict(), "masks": masks.state_dict(), "task": task.record(),
                  "metrics": metrics}, args.out)
     print(f"fine-tuned {task.metric}: {100 * metrics[task.metric]:.2f}%  → {args.out}")
 

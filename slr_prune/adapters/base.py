@@ -53,6 +53,10 @@ class Task(ABC):
     def example_input(self, batch_size: int = 1) -> Tensor:
         """An input tensor of the right shape (for FLOPs counting and latency)."""
 
+    def record(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this task (stored in checkpoints)."""
+        return {}
+
     def probe_batches(self, n: int) -> list[Any]:
         """The first n training batches in a fixed order, for SLR's surrogate conditions."""
         return list(itertools.islice(iter(self.probe_loader()), n))

@@ -34,6 +34,9 @@ class ClassificationTask(Task):
         self.name = f"{model}-{dataset}"
         create_model(model, 2, 8)  # fail now, with the list of names, if the model is unknown
 
+    def record(self) -> dict[str, Any]:
+        return {"model": self.model_name, "dataset": self.dataset_name, "image_size": self.info["image_size"]}
+
     def build_model(self) -> nn.Module:
         return create_model(self.model_name, self.info["num_classes"], self.info["image_size"],
                             self.info["in_channels"])
