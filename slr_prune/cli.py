@@ -226,11 +226,11 @@ def train_config(args: argparse.Namespace, prefix: str = "", **overrides: Any):
     from .engine import TrainConfig
 
     get = vars(args).get
-    return TrainConfig(
-        epochs=get(f"{prefix}epochs"), lr=get(f"{prefix}lr"), optimizer=get("optimizer", "sgd"),
-        momentum=get("momentum", 0.9), weight_decay=get("weight_decay", 5e-4),
-        schedule=get("schedule", "cosine"), amp=not get("no_amp", False), seed=args.seed,
-        device=args.device, progress=not args.no_progress, **overrides)
+    options = dict(epochs=get(f"{prefix}epochs"), lr=get(f"{prefix}lr"), optimizer=get("optimizer", "sgd"),
+                   momentum=get("momentum", 0.9), weight_decay=get("weight_decay", 5e-4),
+                   schedule=get("schedule", "cosine"), amp=not get("no_amp", False), seed=args.seed,
+                   device=args.device, progress=not args.no_progress)
+    return TrainConfig(**{**options, **overrides})
 
 
 def solver_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
