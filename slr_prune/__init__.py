@@ -1,6 +1,8 @@
 """slr_prune: constrained weight pruning for PyTorch (SLR, ADMM, magnitude)."""
 
+from .engine import PruneResult, TrainConfig, Trainer, prune
 from .errors import SpecError, StateError
+from .evaluate import hard_prune_metrics, sparsity_sweep
 from .masks import Masks, sparsity_report, squash
 from .probe import probe_closure
 from .sets import (
@@ -21,5 +23,6 @@ __version__ = "0.1.0"
 __all__ = [
     "PruneSpec", "Rule", "ConstraintSet", "Unstructured", "Filter", "Channel", "Column", "NM",
     "Pattern", "Projector", "SLR", "ADMM", "Magnitude", "Solver", "SOLVERS", "Masks", "squash",
-    "sparsity_report", "probe_closure", "SpecError", "StateError",
+    "sparsity_report", "probe_closure", "SpecError", "StateError", "prune", "PruneResult", "TrainConfig",
+    "Trainer", "hard_prune_metrics", "sparsity_sweep",
 ]

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from fixtures import write_cifar10
+
 from slr_prune.cli import main
 
 
