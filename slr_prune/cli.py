@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate", "metric, sparsity per layer, params and MACs of a checkpoint")
     _task_args(p)
     p.add_argument("--checkpoint", required=True)
+    p.add_argument("--sweep", default=None,
+                   help="also hard-prune (magnitude, no retraining) at these ratios, e.g. 0.5,0.7,0.9")
+    p.add_argument("--form", default="unstructured", help="sparsity form of the --sweep")
 
     p = add("finetune", "masked fine-tuning of a pruned checkpoint (its zeros stay zero)")
     _task_args(p)
@@ -322,7 +325,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .engine import resolve_device
-    from .masks import sparsity_report
+    from .evaluate import sparsity_sweep
     from .metrics import cost_summary
 
     task, model, _ = load_model(args)
@@ -330,11 +333,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     model.to(device)
     metrics = task.evaluate(model, device)
     costs = cost_summary(model, task.example_input())
-    for row in sparsity_report(model):
-        print(f"{row['name']:<40} {row['numel']:>10,}  sparsity {100 * row['sparsity']:6.2f}%")
+    print(f"{'layer':<40} {'params':>10} {'sparsity':>9} {'MACs':>14} {'sparse MACs':>14}")
+    for row in costs["layers"]:
+        sparsity = 1 - row["nonzero"] / row["params"]
+        print(f"{row['name']:<40} {row['params']:>10,} {100 * sparsity:8.2f}% "
+              f"{row['macs']:>14,} {row['sparse_macs']:>14,}")
     print(f"params {costs['params']:,} (non-zero {costs['nonzero_params']:,}, {costs['compression']:.2f}x)"
           f"  MACs {costs['macs']:,} (sparse {costs['sparse_macs']:,})")
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if args.sweep:
+        ratios = [float(r) for r in args.sweep.split(",")]
+        print(f"hard-prune sweep ({args.form}, magnitude projection, no retraining):")
+        for row in sparsity_sweep(task, model, ratios, form=args.form, device=device):
+            print(f"  ratio {row['ratio']:.3f}: {task.metric} {row[task.metric]:.4f}")
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

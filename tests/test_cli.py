@@ -28,9 +28,10 @@ def test_train_prune_evaluate_finetune_chain(capsys, tmp_path):
     report = json.loads((tmp_path / "p" / "report.json").read_text())[0]
     assert report["method"] == "admm" and abs(report["sparsity"] - 0.8) < 1e-3
     assert (tmp_path / "p" / "hard_prune.png").stat().st_size > 0
-    code, out, err = run(capsys, "evaluate", "--checkpoint", tmp_path / "p" / "pruned.pt")
+    code, out, err = run(capsys, "evaluate", "--checkpoint", tmp_path / "p" / "pruned.pt", "--sweep", "0.9,0.95")
     assert code == 0, err
-    assert "features.7.weight" in out and "accuracy" in out
+    assert "ratio 0.950: accuracy" in out
+    assert "features.7 " in out and "accuracy" in out and "sparse MACs" in out
     code, out, err = run(capsys, "finetune", "--checkpoint", tmp_path / "p" / "pruned.pt", "--epochs", 1,
                          "--no-progress", "--out", tmp_path / "ft.pt")
     assert code == 0, err
