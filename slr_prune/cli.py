@@ -23,6 +23,7 @@ EPILOG = """examples:
   slr-prune compare --checkpoint runs/r18.pt --methods slr,admm,magnitude --ratio 0.9 --epochs 30
   slr-prune evaluate --checkpoint runs/r18-slr/pruned.pt
   slr-prune describe --model resnet50 --form 2:4 --ratio 0
+  slr-prune structured --checkpoint runs/r56.pt --criterion chip --flops-target 0.5   # remove filters for real
 """
 
 
@@ -148,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("describe", "show which parameters a spec prunes, with counts")
     _task_args(p)
     _spec_args(p)
+
+    from .structured.cli import add_parser as add_structured
+
+    add_structured(sub)
     return parser
 
 
@@ -370,6 +375,12 @@ def cmd_describe(args: argparse.Namespace) -> None:
     print(make_spec(args).describe(task.build_model()))
 
 
+def cmd_structured(args: argparse.Namespace) -> None:
+    from .structured.cli import run
+
+    run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -377,7 +388,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": cmd_train, "prune": cmd_prune, "compare": cmd_compare, "evaluate": cmd_evaluate,
-            "finetune": cmd_finetune, "describe": cmd_describe, "demo": cmd_demo}
+            "finetune": cmd_finetune, "describe": cmd_describe, "structured": cmd_structured, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,305 @@
+"""`structured_prune()`: criterion → budget → plan → physical removal → fine-tuning, in one call.
+
+    dense metric, params, MACs
+      → ChannelGraph (Torch-Pruning dependency graph, coupled groups)
+      → per-group channel counts: explicit ratios, or a FLOPs/params target allocated uniformly or
+        by the convex program of `slr_prune.allocate` (sensitivities measured with masks)
+      → criterion scores (l1, l2, nuclear, chip, lfe, slr, admm) → keep the top channels per group
+      → removal → metric without retraining → fine-tuning → metric, params, MACs, latency
+      → optional file: state dict + structure record (`record.py`), report.json
+
+`torch_pruning_baseline()` is the external baseline: Torch-Pruning's own `MetaPruner` with its
+group-magnitude importance and no channel rounding (its defaults), at the uniform ratio that meets
+the same target.  The CLI (`slr-prune structured`) and benchmarks/structured.py call these two.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..allocate import Allocation, allocate_convex, allocate_uniform, counts_from_ratios, polynomial_value
+from ..metrics.flops import cost_summary
+from .criteria import Calibration, Criterion, WeightNorm, make_criterion
+from .record import save_pruned
+from .surgery import ChannelGraph, SiteMasker, plan_from_scores
+
+__all__ = ["StructuredResult", "structured_prune", "torch_pruning_baseline", "measure_sensitivity",
+           "LatencyOptions"]
+
+
+@dataclass
+class LatencyOptions:
+    """How to time the dense and the pruned model (interleaved) at the end of a run."""
+
+    batch_size: int = 1
+    device: str = "cpu"
+    dtype: str | None = None  # None (float32) or "bfloat16"
+    repeats: int = 10
+    warmup: int = 3
+    channels_last: bool = True
+
+
+@dataclass
+class StructuredResult:
+    """What a structured pruning run measured; `to_dict()` is the JSON report."""
+
+    criterion: dict[str, Any]
+    allocation: dict[str, Any]
+    round_to: int
+    counts: dict[str, int]
+    sizes: dict[str, int]
+    metric: str | None
+    dense: dict[str, float] = field(default_factory=dict)
+    pruned: dict[str, float] = field(default_factory=dict)
+    finetune: list[dict[str, Any]] = field(default_factory=list)
+    costs: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    pruning_history: list[Any] = field(default_factory=list)
+
+    @property
+    def finetuned(self) -> dict[str, Any] | None:
+        return self.finetune[-1] if self.finetune else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("pruning_history")
+        return d
+
+
+def measure_sensitivity(graph: ChannelGraph, scores: Mapping[str, Tensor], calibration: Calibration,
+                        levels: Sequence[float] = (0.25, 0.5, 0.75)) -> dict[str, list[tuple[float, float]]]:
+    """Loss rise when one group alone keeps only its top `level` of channels (by `scores`), masked.
+
+    One (keep fraction, loss − dense loss) point per group and level, measured on the calibration
+    batches with `SiteMasker`, which equals removing those channels.
+    """
+    if not levels or any(not 0 < x < 1 for x in levels):
+        raise ValueError(f"sensitivity levels must be keep fractions in (0, 1), got {list(levels)}")
+    base = calibration.mean_loss(graph.model)
+    out: dict[str, list[tuple[float, float]]] = {}
+    plans = {}
+    for name, group in graph.groups.items():
+        ks = sorted({max(1, round(x * group.size)) for x in levels} - {group.size})
+        plans[name] = [(k, plan_from_scores({name: scores[name]}, {name: k})[name]) for k in ks]
+    with SiteMasker(graph) as masker:
+        for name, entries in plans.items():
+            points = []
+            for k, keep in entries:
+                masker.set({name: keep})
+                points.append((k / graph.groups[name].size, calibration.mean_loss(graph.model) - base))
+            out[name] = points
+    return out
+
+
+def _totals(summary: Mapping[str, Any]) -> dict[str, Any]:
+    return {"params": summary["params"], "macs": summary["macs"]}
+
+
+def _resolve_budget(flops_target: float | None, params_target: float | None,
+                    ratios: Mapping[str, float] | None) -> tuple[str, Any]:
+    given = [(k, v) for k, v in (("macs", flops_target), ("params", params_target), ("ratios", ratios))
+             if v is not None]
+    if len(given) != 1:
+        got = [k for k, _ in given] or "none"
+        raise ValueError("give exactly one budget: flops_target (fraction of MACs to keep), params_target "
+                         f"(fraction of parameters to keep) or ratios (per-layer); got {got}")
+    return given[0]
+
+
+def structured_prune(model: nn.Module, task: Any = None, *, example_input: Tensor | None = None,
+                     criterion: str | Criterion = "l1", criterion_options: Mapping[str, Any] | None = None,
+                     flops_target: float | None = None, params_target: float | None = None,
+                     ratios: Mapping[str, float] | None = None, allocation: str = "uniform", round_to: int = 8,
+                     min_keep: float = 0.1, ignored_layers: Iterable[nn.Module | str] = (),
+                     calibration: Calibration | None = None, calibration_batches: int = 4,
+                     sensitivity_levels: Sequence[float] = (0.25, 0.5, 0.75), finetune: Any = None,
+                     device: str | torch.device = "auto", latency: LatencyOptions | None = None,
+                     out_dir: str | Path | None = None) -> StructuredResult:
+    """Prune `model`'s filters for real, in place; see the module docstring for the steps.
+
+    Budgets: `flops_target` / `params_target` are the fraction of the dense MACs / parameters to
+    keep (0.5 = half); `ratios` maps globs over group or layer names to prune ratios.
+    `allocation` "uniform" or "convex" (for targets).  `round_to` makes every kept channel count
+    a multiple of it (1 = exact counts).  `finetune` is a `TrainConfig` (needs `task`).
+    """
+    from ..engine.trainer import Trainer, resolve_device
+
+    start = time.perf_counter()
+    if allocation not in ("uniform", "convex"):
+        raise ValueError(f"allocation {allocation!r} is not 'uniform' or 'convex'")
+    kind, budget = _resolve_budget(flops_target, params_target, ratios)
+    if kind == "ratios" and allocation != "uniform":
+        raise ValueError("allocation 'convex' needs a flops_target or params_target, not per-layer ratios")
+    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    model.to(dev)
+    if example_input is None:
+        if task is None:
+            raise ValueError("give a task or an example_input (a batch-of-1 input tensor)")
+        example_input = task.example_input()
+    example = example_input.to(dev)
+    options = dict(criterion_options or {})
+    if isinstance(criterion, str) and criterion in ("slr", "admm"):
+        options.setdefault("task", task)
+    crit = make_criterion(criterion, **options)
+    needs_calibration = crit.needs_data or allocation == "convex"
+    if needs_calibration and calibration is None:
+        if task is None:
+            raise ValueError(f"criterion {crit.name!r} / allocation {allocation!r} need data: give a task or a "
+                             "Calibration")
+        calibration = Calibration.from_task(task, calibration_batches, dev)
+
+    dense_copy = copy.deepcopy(model) if latency is not None else None
+    before = cost_summary(model, example)
+    dense = task.evaluate(model, dev) if task is not None else {}
+    graph = ChannelGraph(model, example[:1], ignored_layers)
+    sizes = graph.sizes()
+    seconds: dict[str, float] = {}
+
+    scores: dict[str, Tensor] | None = None
+    t0 = time.perf_counter()
+    if kind == "ratios":
+        names = {g: grp.member_names() for g, grp in graph.groups.items()}
+        counts = counts_from_ratios(sizes, budget, names, round_to)
+        alloc = Allocation(counts, "ratios", "ratios", float("nan"),
+                           graph.costs.cost(_full_plan(graph, counts), "macs") / graph.costs.total("macs"))
+    else:
+        poly = graph.costs.polynomial(kind)
+        if allocation == "uniform":
+            alloc = allocate_uniform(sizes, poly, budget, kind, round_to, min_keep)
+        else:
+            if crit.needs_counts:  # solver criteria score after the allocation: L2 stands in
+                proxy = WeightNorm(p=2).scores(graph)
+            else:
+                scores = crit.scores(graph, calibration)
+                proxy = scores
+            sens = measure_sensitivity(graph, proxy, calibration, sensitivity_levels)
+            alloc = allocate_convex(sizes, poly, budget, sens, kind, round_to, min_keep)
+            alloc.info["sensitivity"] = {g: [list(p) for p in pts] for g, pts in sens.items()}
+        counts = alloc.counts
+    seconds["allocation"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if scores is None:
+        scores = crit.scores(graph, calibration, counts)
+    seconds["criterion"] = time.perf_counter() - t0
+    plan = plan_from_scores(scores, {g: k for g, k in counts.items() if k < sizes[g]})
+    predicted = {"macs": graph.costs.cost(plan, "macs"), "params": graph.costs.cost(plan, "params")}
+    graph.prune(plan)
+    after = cost_summary(model, example)
+    pruned_metrics = task.evaluate(model, dev) if task is not None else {}
+
+    history: list[dict[str, Any]] = []
+    if finetune is not None and getattr(finetune, "epochs", 0) > 0:
+        if task is None:
+            raise ValueError("fine-tuning needs a task")
+        t0 = time.perf_counter()
+        history = Trainer(task, model, finetune, desc="finetune").fit()
+        seconds["finetune"] = time.perf_counter() - t0
+
+    lat: dict[str, Any] = {}
+    if latency is not None:
+        from ..metrics.latency import compare_latency
+
+        dtype = getattr(torch, latency.dtype) if latency.dtype else None
+        x = example[:1].repeat(latency.batch_size, *([1] * (example.dim() - 1)))
+        stats = compare_latency({"dense": dense_copy, "pruned": model}, x, device=latency.device, dtype=dtype,
+                                channels_last=latency.channels_last, warmup=latency.warmup,
+                                repeats=latency.repeats)
+        lat = {k: v.to_dict() for k, v in stats.items()}
+        lat["speedup"] = stats["dense"].median_ms / stats["pruned"].median_ms
+    seconds["total"] = time.perf_counter() - start
+
+    result = StructuredResult(
+        criterion=crit.describe(), allocation={k: v for k, v in alloc.to_dict().items() if k != "counts"},
+        round_to=round_to, counts=dict(counts), sizes=sizes, metric=getattr(task, "metric", None),
+        dense=dense, pruned=pruned_metrics, finetune=history,
+        costs={"before": _totals(before), "after": _totals(after), "predicted_after": predicted,
+               "macs_ratio": before["macs"] / max(1, after["macs"]),
+               "params_ratio": before["params"] / max(1, after["params"])},
+        latency=lat, seconds=seconds, pruning_history=graph.pruning_history())
+    if out_dir is not None:
+        out = Path(out_dir)
+        extra = {"task": task.record() if task is not None else {}, "result": result.to_dict(),
+                 "pruning_history": result.pruning_history}
+        save_pruned(out / "pruned.pt", model, extra)
+        (out / "report.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    return result
+
+
+def _full_plan(graph: ChannelGraph, counts: Mapping[str, int]) -> dict[str, Tensor]:
+    """Any plan with these counts (the first k channels): enough to evaluate costs."""
+    plan = {}
+    for g, k in counts.items():
+        keep = torch.zeros(graph.groups[g].size, dtype=torch.bool)
+        keep[:k] = True
+        plan[g] = keep
+    return plan
+
+
+def _tp_kept(size: int, ratio: float, round_to: int | None) -> int:
+    """Channels Torch-Pruning's local pruning keeps of `size` at `ratio` (base_pruner's arithmetic)."""
+    kept = int(size * (1 - ratio))
+    if round_to:
+        kept = kept - kept % round_to
+        return min(size, max(kept, round_to))
+    return max(kept, 1)
+
+
+def torch_pruning_baseline(model: nn.Module, example_input: Tensor, *, flops_target: float | None = None,
+                           params_target: float | None = None, ignored_layers: Iterable[nn.Module | str] = (),
+                           importance: Any = None, round_to: int | None = None) -> dict[str, Any]:
+    """Torch-Pruning's own pruning at the uniform ratio that meets the target, in place.
+
+    Defaults are Torch-Pruning's: `GroupMagnitudeImportance(p=2)`, local (per-group) ranking,
+    no channel rounding.  The ratio is found by bisection on the exact cost predicted for
+    Torch-Pruning's channel arithmetic, then the real pruner runs once and its result is measured.
+    """
+    import torch_pruning as tp
+
+    kind, target = _resolve_budget(flops_target, params_target, None)
+    example = example_input.to(next(model.parameters()).device)
+    graph = ChannelGraph(model, example[:1], ignored_layers)
+    poly = graph.costs.polynomial(kind)
+    total = polynomial_value(poly, {})
+    sizes = graph.sizes()
+
+    def cost(r: float) -> float:
+        return polynomial_value(poly, {g: _tp_kept(s, r, round_to) / s for g, s in sizes.items()}) / total
+
+    if cost(0.95) > target:
+        raise ValueError(f"{kind} target {target} is out of reach for Torch-Pruning's uniform ratio (≤ 0.95)")
+    lo, hi = 0.0, 0.95
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if cost(mid) <= target:
+            hi = mid
+        else:
+            lo = mid
+    ratio = hi
+    before = cost_summary(model, example)
+    was = model.training
+    model.eval()
+    try:
+        pruner = tp.pruner.MetaPruner(model, example[:1],
+                                      importance=importance or tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=ratio, ignored_layers=graph.ignored + graph.output_layers,
+                                      round_to=round_to)
+        pruner.step()
+    finally:
+        model.train(was)
+    after = cost_summary(model, example)
+    return {"ratio": ratio, "predicted": cost(ratio), "kind": kind, "target": target,
+            "costs": {"before": _totals(before), "after": _totals(after),
+                      "macs_ratio": before["macs"] / max(1, after["macs"]),
+                      "params_ratio": before["params"] / max(1, after["params"])},
+            "pruning_history": pruner.pruning_history()}
