@@ -188,11 +188,14 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.N
     return args
 
 
-def make_spec(args: argparse.Namespace):
+def make_spec(args: argparse.Namespace, task=None):
+    """The spec from --spec, an inline config spec, or --ratio/--ratios/--form (plus the task's
+    default exclusions, e.g. a detection head's output layers)."""
     from .spec import PruneSpec, Rule
 
-    options = {"exclude": args.exclude, "include_first": args.include_first,
-               "include_last": args.include_last}
+    default_exclude = list(getattr(task, "default_exclude", ()))
+    options = {"exclude": args.exclude + [g for g in default_exclude if g not in args.exclude],
+               "include_first": args.include_first, "include_last": args.include_last}
     given = [x for x in ("spec", "ratio", "ratios") if getattr(args, x) is not None]
     inline = getattr(args, "spec_inline", None)
     if inline is not None and not given:
@@ -287,7 +290,7 @@ def run_methods(args: argparse.Namespace, methods: list[str]):
     task, model, checkpoint = load_model(args, need_checkpoint=False)
     if checkpoint is None:
         print("note: no --checkpoint given; pruning a randomly initialised model", file=sys.stderr)
-    spec = make_spec(args)
+    spec = make_spec(args, task)
     spec.resolve(model)  # fail before any training if the spec does not fit
     dense = None
     results = []
@@ -372,7 +375,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 def cmd_describe(args: argparse.Namespace) -> None:
     task = make_task(args)
-    print(make_spec(args).describe(task.build_model()))
+    print(make_spec(args, task).describe(task.build_model()))
 
 
 def cmd_structured(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ __all__ = ["Task", "ClassificationTask", "TASKS", "create_task"]
 # task name → "module:Class", imported on first use
 TASKS: dict[str, str] = {
     "classification": "slr_prune.adapters.classification:ClassificationTask",
+    "yolo": "slr_prune.adapters.yolo:YoloTask",
 }
 
 
