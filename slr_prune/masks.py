@@ -107,6 +107,10 @@ def squash(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         if not parametrize.is_parametrized(module):
             continue
+        # A deep copy shares its parametrized class with the original; removal deletes the
+        # property from that class, so give this module a private copy of the class first.
+        cls = module.__class__
+        module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
         for attr in list(module.parametrizations.keys()):
             if any(isinstance(p, MaskedWeight) for p in module.parametrizations[attr]):
                 parametrize.remove_parametrizations(module, attr, leave_parametrized=True)

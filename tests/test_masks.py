@@ -73,3 +73,16 @@ def test_masks_that_do_not_fit_the_model():
         Masks({"layer9.weight": torch.ones(3, dtype=torch.bool)}).apply_(model)
     with pytest.raises(StateError, match="has shape"):
         Masks({"fc.weight": torch.ones(3, dtype=torch.bool)}).apply_(model)
+
+
+def test_squash_of_a_deep_copy_leaves_the_original_attached():
+    import copy
+
+    model, _, masks = pruned_resnet18()
+    masks.attach(model)
+    clone = squash(copy.deepcopy(model))
+    x = torch.randn(1, 3, 32, 32)
+    model.eval(), clone.eval()
+    torch.testing.assert_close(model(x), clone(x))  # the original still has its parametrizations
+    assert any("parametrizations" in k for k in model.state_dict())
+    assert not any("parametrizations" in k for k in clone.state_dict())
