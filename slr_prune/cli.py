@@ -226,9 +226,9 @@ def make_task(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None
     """The task named by --task; options missing on the command line come from the checkpoint."""
     from .adapters import create_task
 
-    saved = (checkpoint or {}).get("task", {})
-    options = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size}
-    options = {k: v if v is not None else saved.get(k) for k, v in options.items()}
+    saved = dict((checkpoint or {}).get("task", {}))  # every option the task recorded
+    given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size}
+    options = {**saved, **{k: v for k, v in given.items() if v is not None}}
     return create_task(args.task, **{k: v for k, v in options.items() if v is not None},
                        batch_size=args.batch_size, workers=args.workers, seed=args.seed)
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Task
+from .base import DatasetTask, Task
 from .classification import ClassificationTask
 
-__all__ = ["Task", "ClassificationTask", "TASKS", "create_task"]
+__all__ = ["Task", "DatasetTask", "ClassificationTask", "TASKS", "create_task"]
 
 # task name → "module:Class", imported on first use
 TASKS: dict[str, str] = {
     "classification": "slr_prune.adapters.classification:ClassificationTask",
     "yolo": "slr_prune.adapters.yolo:YoloTask",
+    "lane": "slr_prune.adapters.lane:LaneTask",
 }
 
 

@@ -9,16 +9,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from ..data import classification_datasets
 from ..models import create_model
-from .base import Task
+from .base import DatasetTask
 
 __all__ = ["ClassificationTask"]
 
 
-class ClassificationTask(Task):
+class ClassificationTask(DatasetTask):
     """`model` by registry name (see slr_prune.models.list_models), `dataset` digits|cifar10|imagefolder."""
 
     metric = "accuracy"
@@ -40,20 +39,6 @@ class ClassificationTask(Task):
     def build_model(self) -> nn.Module:
         return create_model(self.model_name, self.info["num_classes"], self.info["image_size"],
                             self.info["in_channels"])
-
-    def train_dataset(self) -> Any:
-        return self.train_set
-
-    def train_loader(self, sampler: Any = None) -> DataLoader:
-        return DataLoader(self.train_set, self.batch_size, shuffle=sampler is None, sampler=sampler,
-                          num_workers=self.workers, drop_last=len(self.train_set) > self.batch_size)
-
-    def val_loader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.eval_batch_size, num_workers=self.workers)
-
-    def probe_loader(self) -> DataLoader:
-        # Training data without shuffling: a fixed sample of the objective SLR minimises.
-        return DataLoader(self.train_set, self.batch_size, shuffle=False, num_workers=self.workers)
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> Tensor:
         x, y = batch
