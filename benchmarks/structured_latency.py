@@ -49,7 +49,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from slr_prune.metrics.flops import cost_summary  # noqa: E402
-from slr_prune.metrics.latency import compare_latency, prepare_for_timing  # noqa: E402
+from slr_prune.metrics.latency import compare_latency, prepare_for_timing, timed_call  # noqa: E402
 from slr_prune.structured import structured_prune, torch_pruning_baseline  # noqa: E402
 
 
@@ -73,16 +73,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--small", action="store_true", help="sweep at 14×14 instead of 28×28")
     p.add_argument("--json", default=None, help="write all measurements to this file")
     return p.parse_args(argv)
-
-
-def timed_call(model: nn.Module, x: torch.Tensor, cuda: bool) -> float:
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    model(x)
-    if cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1000.0
 
 
 def channel_sweep(args: argparse.Namespace, device: torch.device, dtype: torch.dtype | None) -> dict:

@@ -18,15 +18,7 @@ from slr_prune.metrics.coco import CocoEvaluator, coco_ground_truth, label_path,
 AGREEMENT_TOL = 0.01
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads mostly wait for each other."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gt(boxes_by_image, categories=((1, "a"),)):

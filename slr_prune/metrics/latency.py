@@ -58,7 +58,8 @@ def prepare_for_timing(model: nn.Module, example: Tensor, device: torch.device |
     return m, x
 
 
-def _timed_call(model: nn.Module, x: Tensor, cuda: bool) -> float:
+def timed_call(model: nn.Module, x: Tensor, cuda: bool) -> float:
+    """Wall time of one forward pass in ms (synchronised on CUDA)."""
     if cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -87,11 +88,11 @@ def compare_latency(models: Mapping[str, nn.Module], example: Tensor, *, device:
     cuda = device.type == "cuda"
     for m, x in prepared.values():
         for _ in range(warmup):
-            _timed_call(m, x, cuda)
+            timed_call(m, x, cuda)
     samples: dict[str, list[float]] = {k: [] for k in prepared}
     for _ in range(repeats):
         for k, (m, x) in prepared.items():
-            samples[k].append(_timed_call(m, x, cuda))
+            samples[k].append(timed_call(m, x, cuda))
     dt = dtype or example.dtype
     return {k: _stats(v, example.shape[0], device, dt) for k, v in samples.items()}
 
