@@ -48,7 +48,8 @@ def test_penalty_gradient_matches_autograd():
 
 
 def reference_slr(W_seq, closure_of, sets, rho, M, r, s0):
-    """The pseudo-code of slr-admm.md §4, written plainly in float64 with per-layer loops."""
+    """The pseudo-code of slr-admm.md §4 in float64 with per-layer loops, except that the step-size
+    numerator is the residual of the last multiplier update (see slr.py's docstring)."""
     proj = [lambda w, s=s: w * s.mask(w) for s in sets]
     W0 = W_seq[0]
     Z = [p(w) for p, w in zip(proj, W0, strict=True)]
@@ -66,15 +67,18 @@ def reference_slr(W_seq, closure_of, sets, rho, M, r, s0):
     def alpha(k):
         return 1 - 1 / (M * k ** (1 - 1 / k**r))
 
+    g_last = norm(Wp, Zp)
     for W in W_seq[1:]:
         if lhat(W, Z) < lhat(Wp, Z) or k == 1:
-            s = alpha(k) * s * norm(Wp, Zp) / norm(W, Z)
+            s = alpha(k) * s * g_last / norm(W, Z)
+            g_last = norm(W, Z)
             Lam = [lam + s * (w - z) for lam, w, z in zip(Lam, W, Z, strict=True)]
             k += 1
         Znew = [p(w + lam / rho) for p, w, lam in zip(proj, W, Lam, strict=True)]
         if closure_of(W) + sum((lam * (w - z)).sum() + rho / 2 * (w - z).pow(2).sum()
                                for w, z, lam in zip(W, Znew, Lam, strict=True)) < lhat(W, Z):
-            s = alpha(k) * s * norm(Wp, Zp) / norm(W, Znew)
+            s = alpha(k) * s * g_last / norm(W, Znew)
+            g_last = norm(W, Znew)
             Lam = [lam + s * (w - z) for lam, w, z in zip(Lam, W, Znew, strict=True)]
             k += 1
             Wp, Zp = [w.clone() for w in W], [z.clone() for z in Znew]
