@@ -16,7 +16,7 @@ from .adapters import TASKS
 from .errors import SpecError, StateError
 
 EPILOG = """examples:
-  slr-prune demo                                   # digits, SLR vs ADMM vs magnitude, < 3 min on a CPU
+  slr-prune demo                                   # digits, SLR vs ADMM vs magnitude, under a minute on a CPU
   slr-prune train --model resnet18 --dataset cifar10 --data ~/data --epochs 200 --out runs/r18.pt
   slr-prune prune --checkpoint runs/r18.pt --method slr --ratio 0.9 --epochs 100 --out runs/r18-slr
   slr-prune prune --config configs/resnet18_cifar10_slr.yaml --data ~/data
