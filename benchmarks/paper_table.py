@@ -103,9 +103,9 @@ def _fmt(values: list[float | None], pct: bool = True) -> str:
         return "-"
     scale = 100 if pct else 1
     mean = statistics.mean(vals) * scale
+    reached = "" if len(vals) == len(values) else f" ({len(vals)}/{len(values)} seeds)"
     if len(vals) == 1:
-        return f"{mean:.2f}" if pct else f"{mean:g}"
-    reached = "" if len(vals) == len(values) else f" ({len(vals)}/{len(values)})"
+        return (f"{mean:.2f}" if pct else f"{mean:g}") + reached
     return f"{mean:.2f} ± {statistics.stdev(vals) * scale:.2f}{reached}"
 
 
