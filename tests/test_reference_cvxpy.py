@@ -39,30 +39,17 @@ import torch
 
 pytest.importorskip("cvxpy")
 
-try:  # tests/ as a package or as a plain directory on sys.path
-    from .sparse_regression import (
-        MAX_WEIGHTS,
-        dense_model,
-        exact_optimum,
-        loss_grad,
-        make_instance,
-        objective,
-        refit,
-        run_magnitude,
-        run_slr,
-    )
-except ImportError:
-    from sparse_regression import (
-        MAX_WEIGHTS,
-        dense_model,
-        exact_optimum,
-        loss_grad,
-        make_instance,
-        objective,
-        refit,
-        run_magnitude,
-        run_slr,
-    )
+from sparse_regression import (
+    MAX_WEIGHTS,
+    dense_model,
+    exact_optimum,
+    loss_grad,
+    make_instance,
+    objective,
+    refit,
+    run_magnitude,
+    run_slr,
+)
 
 SEEDS = range(60)
 REL_TOL = 1e-3
