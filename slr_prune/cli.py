@@ -82,9 +82,24 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--M", type=float, default=300.0, help="SLR step-size parameter M > 1")
     g.add_argument("--r", type=float, default=0.1, help="SLR step-size parameter 0 < r < 1")
     g.add_argument("--s0", type=float, default=0.01, help="SLR initial step size")
+    g.add_argument("--step-scale", default="absolute", choices=["absolute", "rho"],
+                   help="SLR: s is an absolute dual step, or counts in units of ρ")
+    g.add_argument("--s-max", type=float, default=None, help="SLR: cap on the step size s")
+    g.add_argument("--update-every", type=int, default=0,
+                   help="SLR/ADMM: a multiplier update every N mini-batches (0: once per epoch)")
+    g.add_argument("--rho-balance", type=float, default=0.0,
+                   help="SLR/ADMM: residual balancing of ρ with this ratio μ > 1 (0: off, use --rho-growth)")
     g.add_argument("--interval", type=int, default=1, help="ADMM: epochs between Z/U updates")
     g.add_argument("--schedule-magnitude", default="oneshot", choices=["oneshot", "cubic"],
                    help="magnitude: one-shot from the checkpoint, or gradual over --epochs")
+
+
+def _bn_args(p: argparse.ArgumentParser) -> None:
+    from .evaluate import BN_BATCHES
+
+    p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
+                   help="training batches that re-estimate BatchNorm statistics after a hard prune; "
+                        "both metrics are reported (0: no recalibration)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         _train_args(p, epochs=10, lr=0.01, label="SLR/ADMM training")
         _train_args(p, prefix="finetune-", epochs=1, lr=0.01, label="masked fine-tuning")
         _solver_args(p)
+        _bn_args(p)
         p.add_argument("--out", default=f"runs/{name}", help="output folder")
         p.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
 
@@ -138,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", default=None,
                    help="also hard-prune (magnitude, no retraining) at these ratios, e.g. 0.5,0.7,0.9")
     p.add_argument("--form", default="unstructured", help="sparsity form of the --sweep")
+    _bn_args(p)
 
     p = add("finetune", "masked fine-tuning of a pruned checkpoint (its zeros stay zero)")
     _task_args(p)
@@ -247,9 +264,11 @@ def train_config(args: argparse.Namespace, prefix: str = "", **overrides: Any):
 def solver_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
     if method == "magnitude":
         return {"schedule": args.schedule_magnitude}
-    common = {"rho": args.rho, "rho_growth": args.rho_growth, "rho_max": args.rho_max}
+    common = {"rho": args.rho, "rho_growth": args.rho_growth, "rho_max": args.rho_max,
+              "rho_balance": args.rho_balance, "update_every": args.update_every}
     if method == "slr":
-        return {**common, "M": args.M, "r": args.r, "s0": args.s0}
+        return {**common, "M": args.M, "r": args.r, "s0": args.s0, "step_scale": args.step_scale,
+                "s_max": args.s_max}
     return {**common, "interval": args.interval}
 
 
@@ -300,7 +319,7 @@ def run_methods(args: argparse.Namespace, methods: list[str]):
                        finetune=train_config(args, prefix="finetune_", schedule="constant"),
                        solver_options=solver_options(args, method),
                        out_dir=Path(args.out) / method if len(methods) > 1 else args.out,
-                       resume=args.resume, dense_metrics=dense)
+                       resume=args.resume, dense_metrics=dense, bn_batches=args.bn_batches)
         dense = result.dense
         results.append(result)
     return task, spec, results
@@ -352,8 +371,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.sweep:
         ratios = [float(r) for r in args.sweep.split(",")]
         print(f"hard-prune sweep ({args.form}, magnitude projection, no retraining):")
-        for row in sparsity_sweep(task, model, ratios, form=args.form, device=device):
-            print(f"  ratio {row['ratio']:.3f}: {task.metric} {row[task.metric]:.4f}")
+        for row in sparsity_sweep(task, model, ratios, form=args.form, device=device, bn_batches=args.bn_batches):
+            bn = f"  after BatchNorm recalibration {100 * row['bn_' + task.metric]:.2f}%" \
+                if f"bn_{task.metric}" in row else ""
+            print(f"  ratio {row['ratio']:.3f}: {task.metric} {100 * row[task.metric]:.2f}%{bn}")
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

@@ -61,7 +61,9 @@ def run_demo(out: str | Path = "runs/demo", ratio: float = 0.9, device: str = "a
                        solver_options=options, dense_metrics=dense)
         dense = result.dense
         results.append(result)
-    print("[3/3] results (accuracy on the held-out digits; hard-prune = weights projected, no retraining):")
+    print("[3/3] results (accuracy on the held-out digits; hard-prune = weights projected, no retraining; "
+          "+ BN recal. = BatchNorm statistics re-estimated on training batches, no weight change; "
+          "magnitude = one-shot, the zero-epoch baseline):")
     print(results_table(results))
     write_json(out / "report.json", {"settings": {**DEMO, "ratio": ratio, "seed": seed},
                                      "results": [r.to_dict() for r in results]})

@@ -21,6 +21,9 @@ def test_two_process_ddp_keeps_solver_state_identical(tmp_path):
             assert torch.equal(t, b["solver"]["tensors"][key][name]), (key, name)
     assert a["solver"]["scalars"] == b["solver"]["scalars"]
     assert a["solver"]["history"] == b["solver"]["history"] and len(a["solver"]["history"]) == 2
-    # Parameters are identical; batch-norm running statistics are per rank by DDP's design.
+    # Parameters are identical; batch-norm running statistics are per rank by DDP's design during
+    # training, and identical after a recalibration (rank 0's, broadcast), even from other batches.
     for name, t in a["params"].items():
         assert torch.equal(t, b["params"][name]), name
+    for name, t in a["bn"].items():
+        assert torch.equal(t, b["bn"][name]), name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -57,12 +58,34 @@ class Task(ABC):
         """Constructor arguments that rebuild this task (stored in checkpoints)."""
         return {}
 
-    def probe_batches(self, n: int) -> list[Any]:
-        """The first n training batches in a fixed order, for SLR's surrogate conditions."""
-        return list(itertools.islice(iter(self.probe_loader()), n))
+    def probe_batches(self, n: int, seed: int = 0) -> list[Any]:
+        """The first n training batches in a fixed order, for SLR's surrogate conditions.
+
+        Drawn under their own seed, so random augmentations give the same batches in every run.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return list(itertools.islice(iter(self.probe_loader()), n))
 
     def probe_loader(self) -> DataLoader:
         return self.val_loader()
+
+    def calibration_batches(self, n: int, seed: int = 0) -> Iterator[Any]:
+        """n training batches in a seeded random order, for BatchNorm recalibration (bn.py).
+
+        Shuffled, so a class-sorted dataset still gives every class; drawn lazily under their
+        own seed, so every call (and every rank) sees the same images.
+        """
+        base = self.probe_loader()
+        loader = DataLoader(base.dataset, base.batch_size, shuffle=True, num_workers=base.num_workers,
+                            collate_fn=base.collate_fn, generator=torch.Generator().manual_seed(seed))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield from itertools.islice(iter(loader), n)
+
+    def forward(self, model: nn.Module, batch: Any, device: torch.device) -> Any:
+        """Run `model` on one batch (output unused: BatchNorm recalibration needs only the pass)."""
+        return self.loss(model, batch, device)
 
 
 class DatasetTask(Task):

@@ -44,6 +44,9 @@ class ClassificationTask(DatasetTask):
         x, y = batch
         return F.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
 
+    def forward(self, model: nn.Module, batch: Any, device: torch.device) -> Tensor:
+        return model(batch[0].to(device, non_blocking=True))
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         was_training = model.training

@@ -142,6 +142,9 @@ class LaneTask(DatasetTask):
         return ufld_loss(out, cls_target.to(device, non_blocking=True), seg_target.to(device, non_blocking=True),
                          self.loss_weights)["loss"]
 
+    def forward(self, model: nn.Module, batch: Any, device: torch.device) -> Any:
+        return model(batch[0].to(device, non_blocking=True))
+
     @torch.no_grad()
     def predict(self, model: nn.Module, device: torch.device) -> list[dict[str, Any]]:
         """TuSimple prediction records for every validation image (the submission format)."""

@@ -575,6 +575,9 @@ class YoloTask(Task):
         total, _ = self._criterion(core, device)(preds, b)
         return total.sum() / b["img"].shape[0]
 
+    def forward(self, model: nn.Module, batch: Any, device: torch.device) -> Any:
+        return model(batch["img"].to(device, non_blocking=True).float().div_(255))
+
     @torch.no_grad()
     def val_predictions(self, model: nn.Module, device: torch.device) -> Iterator[tuple[dict[str, Any], list[dict]]]:
         """Val batches with their NMS-ed predictions, boxes in the letterboxed image (as ultralytics' validator)."""

@@ -1,9 +1,10 @@
 """`prune()`: the whole workflow in one call, the verb the CLI wraps.
 
 dense metric → solver training (SLR / ADMM / gradual magnitude) with the hard-prune metric after
-every epoch → hard prune (exact target sparsity) → metric without retraining → masked fine-tuning
-→ squash.  With `out_dir` every phase checkpoints atomically and `resume=True` continues a run
-where it stopped.
+every epoch → hard prune (exact target sparsity) → metric without retraining, with the dense
+BatchNorm statistics and after recalibrating them (bn.py; the pruned model keeps the recalibrated
+ones) → masked fine-tuning → squash.  With `out_dir` every phase checkpoints atomically and
+`resume=True` continues a run where it stopped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from ..adapters.base import Task
-from ..evaluate import hard_prune_metrics
+from ..evaluate import BN_BATCHES, hard_prune_metrics, recalibrate_task_bn
 from ..masks import Masks, squash
 from ..metrics import cost_summary
 from ..solvers import SOLVERS
@@ -40,10 +41,17 @@ class PruneResult:
     hard_prune: dict[str, float]
     target_sparsity: float
     sparsity: float
+    hard_prune_bn: dict[str, float] | None = None
+    bn_batches: int = 0
     epochs: list[dict[str, Any]] = field(default_factory=list)
     finetune: list[dict[str, Any]] = field(default_factory=list)
     costs: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def best_hard_prune(self) -> dict[str, float]:
+        """The hard-prune metrics the model ships with: recalibrated when BatchNorm was."""
+        return self.hard_prune_bn or self.hard_prune
 
     @property
     def finetuned(self) -> dict[str, float] | None:
@@ -56,10 +64,17 @@ class PruneResult:
 def prune(model: nn.Module, task: Task, spec: PruneSpec, method: str = "slr", *,
           train: TrainConfig | None = None, finetune: TrainConfig | None = None,
           solver_options: dict[str, Any] | None = None, out_dir: str | Path | None = None,
-          resume: bool = False, dense_metrics: dict[str, float] | None = None) -> PruneResult:
-    """Prune `model` in place with `method` (slr | admm | magnitude) under `spec`; see module doc."""
+          resume: bool = False, dense_metrics: dict[str, float] | None = None,
+          bn_batches: int = BN_BATCHES) -> PruneResult:
+    """Prune `model` in place with `method` (slr | admm | magnitude) under `spec`; see module doc.
+
+    `bn_batches` training batches re-estimate the BatchNorm statistics after every hard prune
+    (0: never); a model without BatchNorm reports only `hard_prune`.
+    """
     if method not in SOLVERS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SOLVERS)}")
+    if not (isinstance(bn_batches, int) and bn_batches >= 0):
+        raise ValueError(f"bn_batches must be an integer ≥ 0 (0 disables BatchNorm recalibration), got {bn_batches!r}")
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
@@ -78,18 +93,22 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec, method: str = "slr", *,
     metric = task.metric
 
     def hard_prune_hook(trainer: Trainer) -> dict[str, Any]:
-        m = hard_prune_metrics(task, model, solver.projector, device)
-        return {f"hard_prune_{metric}": m[metric], "distance": solver.distance()}
+        m = hard_prune_metrics(task, model, solver.projector, device, bn_batches, train.seed)
+        record = {f"hard_prune_{metric}": m["hard_prune"][metric], "distance": solver.distance()}
+        if m["hard_prune_bn"] is not None:
+            record[f"hard_prune_bn_{metric}"] = m["hard_prune_bn"][metric]
+        return record
 
     epochs: list[dict[str, Any]] = []
-    trains = not (method == "magnitude" and options.get("schedule", "oneshot") == "oneshot")
-    if trains and train.epochs > 0:
+    if solver.trains and train.epochs > 0:
         config = replace(train, checkpoint=str(out / f"{method}.pt") if out else None, resume=resume)
         epochs = Trainer(task, model, config, solver=solver, epoch_hooks=[hard_prune_hook],
                          desc=method).fit()
 
     masks = solver.hard_prune()
     hard = task.evaluate(model, device)
+    hard_bn = task.evaluate(model, device) if recalibrate_task_bn(task, model, device, bn_batches, train.seed) \
+        else None
     kept = sum(int(m.sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
     shapes = {n: masks[n].shape for n in masks}
@@ -105,6 +124,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec, method: str = "slr", *,
 
     result = PruneResult(
         method=method, spec=spec.to_dict(), metric=metric, dense=dense, hard_prune=hard,
+        hard_prune_bn=hard_bn, bn_batches=bn_batches if hard_bn is not None else 0,
         target_sparsity=(1 - target_kept / total) if not has_global else float("nan"),
         sparsity=1 - kept / total, epochs=epochs, finetune=tuned,
         costs={"before": _totals(costs_before), "after": _totals(cost_summary(model, example))},

@@ -1,7 +1,8 @@
 """The training loop shared by dense training, SLR/ADMM training and masked fine-tuning.
 
-Per step: loss → backward → `solver.add_penalty_grad_()` → optimizer step.  Per epoch: the LR
-schedule (stepped once per epoch, with T_max in epochs), `solver.step(probe)`, evaluation, an
+Per step: loss → backward → `solver.add_penalty_grad_()` → optimizer step (and `solver.step(probe)`
+every `solver.update_every` steps when that is set).  Per epoch: the LR schedule (stepped once per
+epoch, with T_max in epochs), `solver.step(probe)` (when `update_every` is 0), evaluation, an
 atomic checkpoint, then callbacks.  bf16 autocast and channels_last on CUDA; DDP when launched
 by torchrun; each epoch reseeds from (seed, epoch) so a resumed run sees the same data order and
 augmentations as an uninterrupted one.
@@ -115,6 +116,7 @@ class Trainer:
         self.scheduler = self._make_scheduler()
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
+        self._solver_record: dict[str, Any] = {}
 
     # ---- set-up -------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -134,7 +136,7 @@ class Trainer:
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
 
     def _probe(self) -> Callable[[], float]:
-        batches = self.task.probe_batches(self.config.probe_batches)
+        batches = self.task.probe_batches(self.config.probe_batches, seed=self.config.seed)
         closure = probe_closure(self.model, batches,
                                 batch_loss=lambda b: self.task.loss(self.model, b, self.device))
         return lambda: dist_utils.all_reduce_mean(closure(), self.device)
@@ -175,7 +177,7 @@ class Trainer:
     def fit(self) -> list[dict[str, Any]]:
         """Train until `config.epochs`; returns one record per epoch (resumed ones included)."""
         self._maybe_resume()
-        probe = self._probe() if self.solver is not None else None
+        self._probe_fn = probe = self._probe() if self.solver is not None else None
         while self.epoch < self.config.epochs:
             seed_everything(self.config.seed * 1000 + self.epoch)
             if self.sampler is not None:
@@ -187,7 +189,9 @@ class Trainer:
             self.epoch += 1
             record: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr}
             if self.solver is not None:
-                record["solver"] = self.solver.step(probe)
+                if not self.solver.update_every:
+                    self._solver_record = self.solver.step(probe)
+                record["solver"] = self._solver_record
             record.update(self.task.evaluate(self.model, self.device))
             for hook in self.epoch_hooks:
                 record.update(hook(self))
@@ -215,9 +219,13 @@ class Trainer:
             if self.solver is not None:
                 self.solver.add_penalty_grad_()
             self.optimizer.step()
+            if self.solver is not None:
+                self.solver.after_optimizer_step_()
             self.optimizer.zero_grad(set_to_none=True)
             total += loss.detach().float()
             steps += 1
+            if self.solver is not None and self.solver.update_every and steps % self.solver.update_every == 0:
+                self._solver_record = self.solver.step(self._probe_fn)
             if steps % c.log_every == 0:
                 self._check_finite(float(loss.detach()), steps)
                 bar.set_postfix(loss=f"{float(total) / steps:.4f}")

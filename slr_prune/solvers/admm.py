@@ -21,10 +21,12 @@ class ADMM(PenaltySolver):
     """ADMM pruning solver; `interval` is how many `step()` calls make one Z/Λ update."""
 
     def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1, interval: int = 1,
-                 rho_growth: float = 1.0, rho_max: float | None = None, strategy: str = "auto"):
+                 rho_growth: float = 1.0, rho_max: float | None = None, rho_balance: float = 0.0,
+                 strategy: str = "auto", update_every: int = 0):
         if not (isinstance(interval, int) and interval >= 1):
             raise ValueError(f"interval must be a positive integer, got {interval!r}")
-        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max, strategy=strategy)
+        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max,
+                         rho_balance=rho_balance, strategy=strategy, update_every=update_every)
         self.interval = interval
         self.calls = 0
         self.updates = 0
@@ -39,10 +41,12 @@ class ADMM(PenaltySolver):
         if self.calls % self.interval:
             return {"updated": False}
         W = [p.detach() for p in self.params]
+        Z_old = self.Z
         self.Z = self.project(W, torch._foreach_div(self.Lam, self.rho))
         torch._foreach_add_(self.Lam, torch._foreach_sub(W, self.Z), alpha=self.rho)
         self.updates += 1
-        record = {"update": self.updates, "rho": self.rho, "residual": self.residual(W, self.Z)}
-        self._grow_rho()
+        primal = self.residual(W, self.Z)
+        record = {"update": self.updates, "rho": self.rho, "residual": primal}
+        self._grow_rho(primal, self.dual_residual(Z_old, self.Z))
         self.history.append(record)
         return {"updated": True, **record}

@@ -26,11 +26,21 @@ Closure = Callable[[], float | Tensor]
 
 
 class Solver:
-    """Base of SLR, ADMM and Magnitude: holds the model's prunable tensors and their sets."""
+    """Base of SLR, ADMM and Magnitude: holds the model's prunable tensors and their sets.
 
-    def __init__(self, model: nn.Module, spec: PruneSpec, *, strategy: str = "auto"):
+    `update_every`: 0 means the training loop calls `step()` once per epoch; k > 0 means after
+    every k optimizer steps instead.
+    """
+
+    trains = True
+    """Whether the solver needs training epochs (False: it only projects at the end)."""
+
+    def __init__(self, model: nn.Module, spec: PruneSpec, *, strategy: str = "auto", update_every: int = 0):
         if not isinstance(spec, PruneSpec):
             raise TypeError(f"spec must be a PruneSpec, got {type(spec).__name__}")
+        if not (isinstance(update_every, int) and update_every >= 0):
+            raise ValueError(f"update_every must be an integer ≥ 0 (0: once per epoch), got {update_every!r}")
+        self.update_every = update_every
         self.model = model
         self.spec = spec
         self.projector = Projector(spec.resolve(model), strategy=strategy)
@@ -44,6 +54,9 @@ class Solver:
 
     def add_penalty_grad_(self) -> None:
         """Add the solver's term to the gradients (call after backward, before optimizer.step)."""
+
+    def after_optimizer_step_(self) -> None:
+        """Called after every optimizer step (gradual magnitude re-applies its masks here)."""
 
     def step(self, closure: Closure | None = None) -> dict[str, Any]:
         raise NotImplementedError
@@ -108,15 +121,21 @@ class PenaltySolver(Solver):
     """Solver with the augmented-Lagrangian state Z, Λ and ρ (shared by SLR and ADMM)."""
 
     def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1,
-                 rho_growth: float = 1.0, rho_max: float | None = None, strategy: str = "auto"):
-        super().__init__(model, spec, strategy=strategy)
+                 rho_growth: float = 1.0, rho_max: float | None = None, rho_balance: float = 0.0,
+                 strategy: str = "auto", update_every: int = 0):
+        super().__init__(model, spec, strategy=strategy, update_every=update_every)
         if not (math.isfinite(rho) and rho > 0):
             raise ValueError(f"rho must be a positive number, got {rho!r}")
         if not rho_growth >= 1.0:
             raise ValueError(f"rho_growth must be ≥ 1 (1 keeps rho fixed), got {rho_growth!r}")
+        if rho_max is not None and not rho_max >= rho:
+            raise ValueError(f"rho_max must be ≥ rho ({rho}), got {rho_max!r}")
+        if not (rho_balance == 0 or rho_balance > 1):
+            raise ValueError(f"rho_balance must be 0 (off) or a ratio > 1 (e.g. 10), got {rho_balance!r}")
         self.rho = float(rho)
         self.rho_growth = float(rho_growth)
         self.rho_max = rho_max
+        self.rho_balance = float(rho_balance)
         w = self.weights()
         with torch.no_grad():
             self.Z: list[Tensor] = list(self.projector.project(w).values())
@@ -176,12 +195,29 @@ class PenaltySolver(Solver):
         x = w if shift is None else torch._foreach_add(w, shift)
         return list(self.projector.project(dict(zip(self.names, x, strict=True))).values())
 
-    def _grow_rho(self) -> None:
-        """Apply the ρ schedule after an update (and refresh the cached gradient offset)."""
-        self.rho *= self.rho_growth
+    def _grow_rho(self, primal: float | None = None, dual: float | None = None) -> None:
+        """Apply the ρ schedule after an update (and refresh the cached gradient offset).
+
+        With `rho_balance` μ > 1 and the update's residuals given, ρ follows residual balancing
+        (Boyd et al. 2011, §3.4.1) instead of the fixed growth: the primal residual Σ‖W − Z‖ more
+        than μ times the dual residual ρΣ‖Z − Z_prev‖ multiplies ρ by `rho_growth` (or 2 when
+        that is 1), the reverse divides it; otherwise ρ stays.
+        """
+        if self.rho_balance and primal is not None and dual is not None:
+            tau = self.rho_growth if self.rho_growth > 1 else 2.0
+            if primal > self.rho_balance * dual:
+                self.rho *= tau
+            elif dual > self.rho_balance * primal:
+                self.rho /= tau
+        else:
+            self.rho *= self.rho_growth
         if self.rho_max is not None:
             self.rho = min(self.rho, self.rho_max)
         self._refresh()
+
+    def dual_residual(self, z_old: list[Tensor], z_new: list[Tensor]) -> float:
+        """ρ Σ_i ‖Z_i − Z_i,prev‖_F: how far the last Z-step moved (the ADMM dual residual)."""
+        return self.rho * float(torch.stack(torch._foreach_norm(torch._foreach_sub(z_new, z_old))).sum())
 
     def _weights_set_to(self, values: list[Tensor]):
         return weights_set_to(self.params, values)

@@ -1,8 +1,9 @@
 """Magnitude pruning baseline: one-shot, or gradual with the cubic schedule of Zhu & Gupta (2017).
 
 One-shot: `hard_prune()` at the end is all there is.  Gradual: each `step()` prunes to
-ratio · (1 − (1 − t/steps)³) of the target and keeps the gradients of pruned weights at zero
-until the next step, so pruned weights stay pruned as the ratio rises.
+ratio · (1 − (1 − t/steps)³) of the target; until the next step the gradients of pruned weights
+are zeroed and the weights themselves re-zeroed after every optimizer step (momentum would
+otherwise regrow them), so pruned weights stay pruned as the ratio rises.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ class Magnitude(Solver):
     """Magnitude pruning with `schedule` "oneshot" or "cubic" over `steps` calls of `step()`."""
 
     def __init__(self, model: nn.Module, spec: PruneSpec, *, schedule: str = "oneshot",
-                 steps: int = 1, strategy: str = "auto"):
+                 steps: int = 1, strategy: str = "auto", update_every: int = 0):
         if schedule not in ("oneshot", "cubic"):
             raise ValueError(f"schedule must be 'oneshot' or 'cubic', got {schedule!r}")
         if not (isinstance(steps, int) and steps >= 1):
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        super().__init__(model, spec, strategy=strategy)
+        super().__init__(model, spec, strategy=strategy, update_every=update_every)
         self.schedule = schedule
+        self.trains = schedule != "oneshot"
         self.steps = steps
         self.t = 0
         self.current = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
@@ -51,6 +53,12 @@ class Magnitude(Solver):
             if pairs:
                 grads, masks = (list(x) for x in zip(*pairs, strict=True))
                 torch._foreach_mul_(grads, masks)
+
+    @torch.no_grad()
+    def after_optimizer_step_(self) -> None:
+        """Re-zero the pruned weights: momentum and weight decay would otherwise regrow them."""
+        if self.schedule == "cubic" and self.t > 0:
+            torch._foreach_mul_([p.data for p in self.params], self.current)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> dict[str, Any]:

@@ -20,6 +20,12 @@ updates of an iteration divide into ‖W_prev − Z_prev‖, so when the residua
 1/residual² and, with M = 300, Λ and W diverge (measured: 58 of 60 sparse-regression instances,
 tests/test_reference_cvxpy.py).  Here the numerator g_last is the residual of the last multiplier
 update, as in Bragin et al. (2015), so each step s·g is exactly α_k times the previous one.
+
+Options studied in benchmarks/solver_study.py (docs/slr.md has the table): `step_scale="rho"`
+measures s in units of ρ, so the dual step follows a ρ schedule as ADMM's does while keeping the
+contraction; `s_max` caps s (with "rho": the dual step never exceeds ADMM's ρ); `update_every`
+runs an iteration every k mini-batches instead of once per epoch; `rho_balance` replaces the
+fixed ρ growth by residual balancing.
 """
 
 from __future__ import annotations
@@ -32,22 +38,33 @@ from torch import nn
 from ..spec import PruneSpec
 from .base import Closure, PenaltySolver, eval_closure
 
-__all__ = ["SLR"]
+__all__ = ["SLR", "STEP_SCALES"]
+
+STEP_SCALES = ("absolute", "rho")
 
 
 class SLR(PenaltySolver):
     """SLR pruning solver; defaults are the authors' (ρ 0.1, M 300, r 0.1, s0 0.01)."""
 
     def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1, M: float = 300.0,
-                 r: float = 0.1, s0: float = 0.01, rho_growth: float = 1.0,
-                 rho_max: float | None = None, strategy: str = "auto"):
+                 r: float = 0.1, s0: float = 0.01, step_scale: str = "absolute", s_max: float | None = None,
+                 rho_growth: float = 1.0,
+                 rho_max: float | None = None, rho_balance: float = 0.0, strategy: str = "auto",
+                 update_every: int = 0):
         if not M > 1:
             raise ValueError(f"M must be > 1, got {M!r}")
         if not 0 < r < 1:
             raise ValueError(f"r must lie in (0, 1), got {r!r}")
         if not s0 > 0:
             raise ValueError(f"s0 must be positive, got {s0!r}")
-        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max, strategy=strategy)
+        if step_scale not in STEP_SCALES:
+            raise ValueError(f"step_scale must be one of {', '.join(STEP_SCALES)}, got {step_scale!r}")
+        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max,
+                         rho_balance=rho_balance, strategy=strategy, update_every=update_every)
+        if s_max is not None and not s_max >= s0:
+            raise ValueError(f"s_max must be ≥ s0 ({s0}), got {s_max!r}")
+        self.step_scale = step_scale
+        self.s_max = s_max
         self.M, self.r = float(M), float(r)
         self.s = float(s0)
         self.k = 1
@@ -65,6 +82,10 @@ class SLR(PenaltySolver):
         """Step-size contraction α_k = 1 − 1 / (M · k^(1 − 1/k^r))."""
         return 1.0 - 1.0 / (self.M * k ** (1.0 - 1.0 / k**self.r))
 
+    def dual_step(self) -> float:
+        """The multiplier step: s itself, or s·ρ with step_scale "rho" (s then counts in units of ρ)."""
+        return self.s * self.rho if self.step_scale == "rho" else self.s
+
     def _update_step_size(self, residual: float) -> None:
         """s ← α_k · s · g_last / g, then g_last ← g (g: the residual this update uses).
 
@@ -73,6 +94,8 @@ class SLR(PenaltySolver):
         """
         if self.g_last > 0 and residual > 0:
             self.s = self.alpha(self.k) * self.s * self.g_last / residual
+            if self.s_max is not None:
+                self.s = min(self.s, self.s_max)
             self.g_last = residual
 
     @torch.no_grad()
@@ -89,7 +112,7 @@ class SLR(PenaltySolver):
         cond1 = L_new < L_old or self.k == 1
         if cond1:
             self._update_step_size(self.residual(W, self.Z))
-            torch._foreach_add_(self.Lam, torch._foreach_sub(W, self.Z), alpha=self.s)
+            torch._foreach_add_(self.Lam, torch._foreach_sub(W, self.Z), alpha=self.dual_step())
             self.k += 1
 
         shift = torch._foreach_div(self.Lam, self.rho)
@@ -97,15 +120,17 @@ class SLR(PenaltySolver):
         cond2 = self.penalty(W, Z_new) < self.penalty(W, self.Z)
         if cond2:
             self._update_step_size(self.residual(W, Z_new))
-            torch._foreach_add_(self.Lam, torch._foreach_sub(W, Z_new), alpha=self.s)
+            torch._foreach_add_(self.Lam, torch._foreach_sub(W, Z_new), alpha=self.dual_step())
             self.k += 1
             torch._foreach_copy_(self.W_prev, W)
             torch._foreach_copy_(self.Z_prev, Z_new)
+        dual = self.dual_residual(self.Z, Z_new)
         torch._foreach_copy_(self.Z, Z_new)
 
+        primal = self.residual(W, self.Z)
         record = {"k": self.k, "loss": f_new, "loss_prev": f_old, "cond1": bool(cond1),
-                  "cond2": bool(cond2), "s": self.s, "rho": self.rho,
-                  "residual": self.residual(W, self.Z)}
-        self._grow_rho()
+                  "cond2": bool(cond2), "s": self.s, "dual_step": self.dual_step(), "rho": self.rho,
+                  "residual": primal}
+        self._grow_rho(primal, dual)
         self.history.append(record)
         return record

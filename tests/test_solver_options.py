@@ -1,0 +1,137 @@
+"""The solver options of the study (step scale, step cap, update_every, residual-balanced ρ),
+gradual magnitude that masks weights, and bit-identical runs from one seed."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slr_prune import ADMM, SLR, Magnitude, PruneSpec, probe_closure
+from slr_prune.adapters import ClassificationTask
+from slr_prune.engine import TrainConfig, Trainer, prune
+
+
+def mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def spec(ratio: float = 0.75) -> PruneSpec:
+    return PruneSpec.uniform(ratio, include_first=True, include_last=True)
+
+
+def batches(n: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        x = torch.randn(32, 8, generator=g)
+        out.append((x, x[:, :3].argmax(1)))
+    return out
+
+
+def sgd_steps(model, solver, data, lr=0.05):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    for x, y in data:
+        F.cross_entropy(model(x), y).backward()
+        solver.add_penalty_grad_()
+        opt.step()
+        solver.after_optimizer_step_()
+        opt.zero_grad()
+
+
+def test_step_scale_rho_measures_the_dual_step_in_units_of_rho():
+    model = mlp()
+    rel = SLR(model, spec(), rho=0.3, s0=1.0, step_scale="rho")
+    absolute = SLR(model, spec(), rho=0.3, s0=1.0)
+    assert rel.dual_step() == pytest.approx(0.3) and absolute.dual_step() == pytest.approx(1.0)
+    sgd_steps(model, rel, batches())
+    lam_before = [t.clone() for t in rel.Lam]
+    W = [p.detach().clone() for p in rel.params]
+    Z = [z.clone() for z in rel.Z]
+    record = rel.step(probe_closure(model, batches(2, seed=1), nn.CrossEntropyLoss()))
+    assert record["cond1"]  # forced at k = 1
+    if not record["cond2"]:  # then Λ moved by exactly one step s·ρ·(W − Z)
+        for lam, lam0, w, z in zip(rel.Lam, lam_before, W, Z, strict=True):
+            torch.testing.assert_close(lam - lam0, record["dual_step"] * (w - z))
+    assert record["dual_step"] == pytest.approx(rel.s * record["rho"])
+
+
+def test_s_max_caps_the_step_size():
+    model = mlp()
+    solver = SLR(model, spec(), rho=0.5, s0=0.5, s_max=0.5, step_scale="rho")
+    closure = probe_closure(model, batches(2), nn.CrossEntropyLoss())
+    for _ in range(5):
+        sgd_steps(model, solver, batches())
+        solver.step(closure)
+        assert solver.s <= 0.5
+
+
+@pytest.mark.parametrize("bad", [{"step_scale": "huge"}, {"s_max": 0.001}, {"update_every": -1},
+                                 {"rho_balance": 0.5}, {"rho_max": 0.01}])
+def test_invalid_options_are_refused(bad):
+    with pytest.raises(ValueError):
+        SLR(mlp(), spec(), **bad)
+
+
+def test_residual_balancing_raises_rho_when_the_primal_residual_dominates():
+    model = mlp()
+    solver = ADMM(model, spec(0.9), rho=0.01, rho_growth=2.0, rho_balance=10.0)
+    solver.step()  # first update: Z barely moves, W far from Z → primal ≫ dual
+    assert solver.rho == pytest.approx(0.02)
+    solver._grow_rho(primal=1.0, dual=100.0)  # the reverse: ρ falls
+    assert solver.rho == pytest.approx(0.01)
+    solver._grow_rho(primal=1.0, dual=2.0)  # balanced within μ: ρ stays
+    assert solver.rho == pytest.approx(0.01)
+
+
+def test_update_every_runs_the_solver_every_k_minibatches():
+    task = ClassificationTask(batch_size=128)
+    model = task.build_model()
+    solver = ADMM(model, PruneSpec.uniform(0.8), update_every=3)
+    Trainer(task, model, TrainConfig(epochs=2, lr=0.01, progress=False, probe_batches=1), solver=solver).fit()
+    per_epoch = len(task.train_loader()) // 3
+    assert solver.updates == 2 * per_epoch and per_epoch > 1
+
+
+def test_gradual_magnitude_keeps_pruned_weights_at_zero_under_momentum():
+    model = mlp()
+    solver = Magnitude(model, spec(0.8), schedule="cubic", steps=3)
+    for _ in range(3):
+        sgd_steps(model, solver, batches())
+        solver.step()
+        pruned = [~m for m in solver.current]
+        sgd_steps(model, solver, batches(seed=7))  # momentum from earlier steps would regrow them
+        for p, m in zip(solver.params, pruned, strict=True):
+            assert torch.count_nonzero(p.detach()[m]) == 0
+
+
+def test_the_same_seed_gives_a_bit_identical_slr_run():
+    task = ClassificationTask(batch_size=128)
+    torch.manual_seed(0)
+    dense = task.build_model()
+
+    def run():
+        torch.manual_seed(123)  # a different global state before each run must not matter
+        model = copy.deepcopy(dense)
+        result = prune(model, task, PruneSpec.uniform(0.8), "slr",
+                       train=TrainConfig(epochs=2, lr=0.02, progress=False, probe_batches=2, seed=4),
+                       solver_options={"rho": 0.2, "rho_growth": 1.5}, bn_batches=2)
+        return model, result
+
+    (ma, a), (mb, b) = run(), run()
+    assert a.epochs[-1]["solver"] == b.epochs[-1]["solver"]
+    assert a.hard_prune_bn == b.hard_prune_bn
+    for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+
+
+def test_probe_batches_do_not_depend_on_the_global_random_state():
+    task = ClassificationTask(batch_size=64)
+    torch.manual_seed(1)
+    a = task.probe_batches(2, seed=3)
+    torch.manual_seed(2)
+    b = task.probe_batches(2, seed=3)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
