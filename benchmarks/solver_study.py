@@ -102,11 +102,20 @@ def configs(method: str) -> list[dict[str, Any]]:
     raise ValueError(f"unknown method {method!r}")
 
 
-def slr_options(config: dict[str, Any], task, epochs: int) -> dict[str, Any]:
-    opts = {**SLR_DEFAULT["options"]}
-    rho0, rho_end = config.get("rho0", SLR_DEFAULT["rho0"]), config.get("rho_end", SLR_DEFAULT["rho_end"])
+def penalty_options(options: dict[str, Any], rho0: float, rho_end: float, task, epochs: int) -> dict[str, Any]:
+    """Solver options with the ρ schedule spread over the run's updates; `ramp_share` (of the
+    updates) becomes the Z-step ramp length."""
+    opts = dict(options)
     ups = epochs * updates_per_epoch(task, opts.get("update_every", 0))
+    share = opts.pop("ramp_share", 0.0)
+    if share:
+        opts["ramp"] = max(1, round(share * ups))
     return {**opts, **rho_options(rho0, rho_end, ups)}
+
+
+def slr_options(config: dict[str, Any], task, epochs: int) -> dict[str, Any]:
+    rho0, rho_end = config.get("rho0", SLR_DEFAULT["rho0"]), config.get("rho_end", SLR_DEFAULT["rho_end"])
+    return penalty_options(SLR_DEFAULT["options"], rho0, rho_end, task, epochs)
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -310,6 +319,7 @@ def main() -> None:
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES)
     p.add_argument("--slr", default=None, help="JSON of SLR options to study instead of the default")
+    p.add_argument("--admm", default=None, help="JSON of extra ADMM options (e.g. the same ramp as SLR)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="runs/solver_study")
     args = p.parse_args()
@@ -330,6 +340,8 @@ def main() -> None:
             for config in configs(method):
                 if method.startswith("slr"):
                     config = {**config, "slr": SLR_DEFAULT["options"]}
+                if method == "admm" and args.admm:
+                    config = {**config, "admm": json.loads(args.admm)}
                 jobs.append({"seed": seed, "ratio": ratio, "epochs": epochs, "method": method, "config": config,
                              "model": args.model, "val_fraction": args.val_fraction, "batch_size": args.batch_size,
                              "bn_batches": args.bn_batches, "dense": str(dense_paths[seed]), "slr": SLR_DEFAULT})

@@ -303,7 +303,8 @@ def test_lane_task_generates_data_and_prunes_with_slr_and_admm(tmp_path, monkeyp
         result = prune(pruned, task, spec, method, train=train, finetune=tune, solver_options=opts,
                        dense_metrics=dense)
         assert set(result.hard_prune) == {"accuracy", "fp", "fn"}
-        assert "hard_prune_accuracy" in result.epochs[0]
+        assert {"hard_prune_accuracy", "hard_prune_bn_accuracy"} <= set(result.epochs[0])
+        assert set(result.hard_prune_bn) == {"accuracy", "fp", "fn"} and result.bn_batches > 0
         assert result.sparsity == pytest.approx(0.6, abs=1e-3)
         assert result.finetuned is not None and 0 <= result.finetuned["accuracy"] <= 1
         w = dict(pruned.named_parameters())

@@ -135,3 +135,18 @@ def test_probe_batches_do_not_depend_on_the_global_random_state():
     b = task.probe_batches(2, seed=3)
     for (xa, ya), (xb, yb) in zip(a, b, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_ramp_raises_the_z_sparsity_on_the_cubic_schedule_and_hard_prune_hits_the_target():
+    from slr_prune.sets import n_keep
+
+    model = mlp()
+    solver = ADMM(model, spec(0.8), rho=0.1, ramp=3)
+    n = [p.numel() for p in solver.params]
+    assert all(int((z != 0).sum()) == k for z, k in zip(solver.Z, n, strict=True))  # 0% at the start
+    for t in (1, 2, 3, 4):
+        solver.step()
+        ratio = 0.8 * (1 - (1 - min(t, 3) / 3) ** 3)
+        assert [int((z != 0).sum()) for z in solver.Z] == [n_keep(ratio, k) for k in n]
+    masks = solver.hard_prune()
+    assert [int(m.sum()) for m in masks.values()] == [n_keep(0.8, k) for k in n]

@@ -194,7 +194,8 @@ def test_slr_and_admm_prune_finetune_and_export(task, tmp_path):
                        finetune=TrainConfig(epochs=1, lr=0.005, device="cpu", progress=False, schedule="constant"),
                        solver_options={"rho": 0.1}, dense_metrics=dense)
         assert result.metric == "map50" and {"map50", "map"} <= set(result.hard_prune)
-        assert {"map50", "map", "hard_prune_map50"} <= set(result.epochs[0]) and len(result.finetune) == 1
+        assert {"map50", "map", "hard_prune_map50", "hard_prune_bn_map50"} <= set(result.epochs[0])
+        assert len(result.finetune) == 1 and {"map50", "map"} <= set(result.hard_prune_bn)
         assert result.sparsity == pytest.approx(0.5, abs=1e-3) == result.target_sparsity
         params = dict(model.named_parameters())
         for name, s in spec.resolve(model).items():  # exactly the target count survives fine-tuning
@@ -221,8 +222,10 @@ def test_slr_and_admm_prune_finetune_and_export(task, tmp_path):
     onnx_path = export_onnx(model, tmp_path / "pruned.onnx", x)
     assert onnx_path.stat().st_size > 0
     pytest.importorskip("onnxruntime")
-    assert onnx_max_difference(onnx_path, model, x) < 1e-3
-    assert onnx_max_difference(onnx_path, model, torch.rand(3, 3, 64, 64)) < 1e-3  # dynamic batch
+    with torch.no_grad():  # outputs are box coordinates in pixels: compare relative to their scale
+        scale = float(model.eval()(x)[0].abs().max())
+    assert onnx_max_difference(onnx_path, model, x) < 5e-5 * scale
+    assert onnx_max_difference(onnx_path, model, torch.rand(3, 3, 64, 64)) < 5e-5 * scale  # dynamic batch
 
 
 def test_export_of_a_masked_model_leaves_it_usable(task, tmp_path):

@@ -21,12 +21,12 @@ class ADMM(PenaltySolver):
     """ADMM pruning solver; `interval` is how many `step()` calls make one Z/Λ update."""
 
     def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1, interval: int = 1,
-                 rho_growth: float = 1.0, rho_max: float | None = None, rho_balance: float = 0.0,
+                 rho_growth: float = 1.0, rho_max: float | None = None, rho_balance: float = 0.0, ramp: int = 0,
                  strategy: str = "auto", update_every: int = 0):
         if not (isinstance(interval, int) and interval >= 1):
             raise ValueError(f"interval must be a positive integer, got {interval!r}")
         super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max,
-                         rho_balance=rho_balance, strategy=strategy, update_every=update_every)
+                         rho_balance=rho_balance, ramp=ramp, strategy=strategy, update_every=update_every)
         self.interval = interval
         self.calls = 0
         self.updates = 0

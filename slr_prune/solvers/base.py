@@ -20,7 +20,7 @@ from ..masks import Masks
 from ..sets import Projector
 from ..spec import PruneSpec
 
-__all__ = ["Solver", "PenaltySolver", "Closure", "weights_set_to"]
+__all__ = ["Solver", "PenaltySolver", "Closure", "weights_set_to", "cubic_fraction"]
 
 Closure = Callable[[], float | Tensor]
 
@@ -118,12 +118,18 @@ class Solver:
 
 
 class PenaltySolver(Solver):
-    """Solver with the augmented-Lagrangian state Z, Λ and ρ (shared by SLR and ADMM)."""
+    """Solver with the augmented-Lagrangian state Z, Λ and ρ (shared by SLR and ADMM).
+
+    `ramp` > 0 raises the Z-step's sparsity along the cubic schedule over that many Z-steps
+    (progressive ADMM); the hard prune and the evaluator always use the full target.
+    """
 
     def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1,
                  rho_growth: float = 1.0, rho_max: float | None = None, rho_balance: float = 0.0,
-                 strategy: str = "auto", update_every: int = 0):
+                 ramp: int = 0, strategy: str = "auto", update_every: int = 0):
         super().__init__(model, spec, strategy=strategy, update_every=update_every)
+        if not (isinstance(ramp, int) and ramp >= 0):
+            raise ValueError(f"ramp must be an integer ≥ 0 (0: the full target from the start), got {ramp!r}")
         if not (math.isfinite(rho) and rho > 0):
             raise ValueError(f"rho must be a positive number, got {rho!r}")
         if not rho_growth >= 1.0:
@@ -136,9 +142,11 @@ class PenaltySolver(Solver):
         self.rho_growth = float(rho_growth)
         self.rho_max = rho_max
         self.rho_balance = float(rho_balance)
+        self.ramp = ramp
+        self.z_steps = 0
         w = self.weights()
         with torch.no_grad():
-            self.Z: list[Tensor] = list(self.projector.project(w).values())
+            self.Z: list[Tensor] = list(self._ramped().project(w).values())
         self.Lam: list[Tensor] = [torch.zeros_like(t) for t in self.Z]
         self._refresh()
 
@@ -159,7 +167,13 @@ class PenaltySolver(Solver):
         return {"Z": self.Z, "Lam": self.Lam}
 
     def _scalar_state(self) -> dict[str, Any]:
-        return {"rho": self.rho}
+        return {"rho": self.rho, "z_steps": self.z_steps}
+
+    def _ramped(self) -> Projector:
+        """The projector of the current Z-step: the target, or its share on the cubic ramp."""
+        if not self.ramp or self.z_steps >= self.ramp:
+            return self.projector
+        return self.projector.scaled(cubic_fraction(self.z_steps, self.ramp))
 
     @torch.no_grad()
     def add_penalty_grad_(self) -> None:
@@ -191,9 +205,10 @@ class PenaltySolver(Solver):
         return float(torch.stack(torch._foreach_norm(torch._foreach_sub(w, z))).sum())
 
     def project(self, w: list[Tensor], shift: list[Tensor] | None = None) -> list[Tensor]:
-        """Π_S(W + shift) for lists in solver order."""
+        """Z-step: Π_S(W + shift) for lists in solver order; with `ramp`, onto the ramped set."""
+        self.z_steps += 1
         x = w if shift is None else torch._foreach_add(w, shift)
-        return list(self.projector.project(dict(zip(self.names, x, strict=True))).values())
+        return list(self._ramped().project(dict(zip(self.names, x, strict=True))).values())
 
     def _grow_rho(self, primal: float | None = None, dual: float | None = None) -> None:
         """Apply the ρ schedule after an update (and refresh the cached gradient offset).
@@ -221,6 +236,11 @@ class PenaltySolver(Solver):
 
     def _weights_set_to(self, values: list[Tensor]):
         return weights_set_to(self.params, values)
+
+
+def cubic_fraction(t: int, steps: int) -> float:
+    """Share of the target ratio after t of `steps` steps on the cubic ramp of Zhu & Gupta (2017)."""
+    return 1.0 - (1.0 - min(t, steps) / steps) ** 3
 
 
 @contextmanager

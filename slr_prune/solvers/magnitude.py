@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..spec import PruneSpec
-from .base import Closure, Solver
+from .base import Closure, Solver, cubic_fraction
 
 __all__ = ["Magnitude"]
 
@@ -37,7 +37,7 @@ class Magnitude(Solver):
 
     def fraction(self, t: int) -> float:
         """Share of the target ratio reached after t steps (cubic ramp from 0 to 1)."""
-        return 1.0 - (1.0 - min(t, self.steps) / self.steps) ** 3
+        return cubic_fraction(t, self.steps)
 
     def _tensor_state(self) -> dict[str, list[torch.Tensor]]:
         return {"current": self.current}

@@ -49,7 +49,7 @@ class SLR(PenaltySolver):
     def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1, M: float = 300.0,
                  r: float = 0.1, s0: float = 0.01, step_scale: str = "absolute", s_max: float | None = None,
                  rho_growth: float = 1.0,
-                 rho_max: float | None = None, rho_balance: float = 0.0, strategy: str = "auto",
+                 rho_max: float | None = None, rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto",
                  update_every: int = 0):
         if not M > 1:
             raise ValueError(f"M must be > 1, got {M!r}")
@@ -60,7 +60,7 @@ class SLR(PenaltySolver):
         if step_scale not in STEP_SCALES:
             raise ValueError(f"step_scale must be one of {', '.join(STEP_SCALES)}, got {step_scale!r}")
         super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max,
-                         rho_balance=rho_balance, strategy=strategy, update_every=update_every)
+                         rho_balance=rho_balance, ramp=ramp, strategy=strategy, update_every=update_every)
         if s_max is not None and not s_max >= s0:
             raise ValueError(f"s_max must be ≥ s0 ({s0}), got {s_max!r}")
         self.step_scale = step_scale
