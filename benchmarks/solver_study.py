@@ -43,9 +43,10 @@ from slr_prune.engine import TrainConfig, Trainer, prune
 from slr_prune.evaluate import BN_BATCHES
 
 PRUNE_LR = 0.01
-RHO_GRID = [(0.03, 3.0), (0.03, 30.0), (0.1, 3.0), (0.1, 30.0)]  # (ρ at the start, ρ at the end)
-GMP_GRID = [(lr, end) for lr in (0.01, 0.03) for end in (0.5, 0.8)]  # (lr, share of the budget the ramp takes)
+RHO_GRID = [(0.03, 30.0), (0.1, 10.0), (0.1, 30.0), (0.1, 100.0)]  # (ρ at the start, ρ at the end)
+GMP_GRID = [(lr, end) for lr in (0.01, 0.03) for end in (0.3, 0.5)]  # (lr, share of the budget the ramp takes)
 
+DEFAULT_RHO, DEFAULT_RHO_END = 0.1, 30.0  # the CLI's and the demo's ρ schedule
 SLR_DEFAULT: dict[str, Any] = {}  # filled from slr_prune's SLR defaults plus the study's ρ schedule
 
 
@@ -78,17 +79,6 @@ class StudyTask(ClassificationTask):
 
 
 # ---- methods -----------------------------------------------------------------------------------------
-def rho_options(rho0: float, rho_end: float, updates: int) -> dict[str, float]:
-    """A geometric ρ schedule from rho0 to rho_end over `updates` solver updates."""
-    growth = (rho_end / rho0) ** (1 / max(1, updates - 1))
-    return {"rho": rho0, "rho_growth": growth, "rho_max": rho_end}
-
-
-def updates_per_epoch(task: ClassificationTask, update_every: int) -> int:
-    batches = len(task.train_loader())
-    return 1 if not update_every else max(1, batches // update_every)
-
-
 def configs(method: str) -> list[dict[str, Any]]:
     """The tuning grid of `method` (the same number of configurations for every trained method)."""
     if method in ("admm", "slr"):
@@ -103,14 +93,15 @@ def configs(method: str) -> list[dict[str, Any]]:
 
 
 def penalty_options(options: dict[str, Any], rho0: float, rho_end: float, task, epochs: int) -> dict[str, Any]:
-    """Solver options with the ρ schedule spread over the run's updates; `ramp_share` (of the
-    updates) becomes the Z-step ramp length."""
+    """Solver options with ρ growing geometrically from rho0 to rho_end over the run's updates;
+    `ramp_share` (of those updates) becomes the Z-step ramp length."""
     opts = dict(options)
-    ups = epochs * updates_per_epoch(task, opts.get("update_every", 0))
     share = opts.pop("ramp_share", 0.0)
     if share:
-        opts["ramp"] = max(1, round(share * ups))
-    return {**opts, **rho_options(rho0, rho_end, ups)}
+        every = opts.get("update_every", 0)
+        per_epoch = max(1, len(task.train_loader()) // every) if every else 1
+        opts["ramp"] = max(1, round(share * epochs * per_epoch))
+    return {**opts, "rho": rho0, "rho_end": rho_end}
 
 
 def slr_options(config: dict[str, Any], task, epochs: int) -> dict[str, Any]:
@@ -135,7 +126,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         options = {"schedule": "cubic", "steps": max(1, round(config["ramp"] * epochs))}
     elif method == "admm":
         name, lr = "admm", PRUNE_LR
-        options = rho_options(config["rho0"], config["rho_end"], epochs)
+        options = penalty_options(config.get("admm", {}), config["rho0"], config["rho_end"], task, epochs)
     else:  # slr, slr_default
         name, lr = "slr", PRUNE_LR
         options = slr_options(config, task, epochs)
@@ -378,7 +369,8 @@ def main() -> None:
 def set_slr_default(override: str | None) -> None:
     """SLR's library defaults (the study's candidate) and the ρ schedule used untuned."""
     SLR_DEFAULT.clear()
-    SLR_DEFAULT.update({"rho0": 0.1, "rho_end": 3.0, "options": json.loads(override) if override else {}})
+    SLR_DEFAULT.update({"rho0": DEFAULT_RHO, "rho_end": DEFAULT_RHO_END,
+                        "options": json.loads(override) if override else {}})
 
 
 def _init_worker() -> None:

@@ -78,7 +78,10 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("solver (SLR defaults are the authors': rho 0.1, M 300, r 0.1, s0 0.01)")
     g.add_argument("--rho", type=float, default=0.1, help="quadratic penalty ρ (SLR and ADMM)")
     g.add_argument("--rho-growth", type=float, default=1.0, help="ρ ← ρ·growth after every update")
-    g.add_argument("--rho-max", type=float, default=None)
+    g.add_argument("--rho-max", type=float, default=None, help="cap on ρ under --rho-growth")
+    g.add_argument("--rho-end", type=float, default=None,
+                   help="grow ρ geometrically from --rho to this value over the run; default 30 unless "
+                        "--rho-growth or --rho-max is given")
     g.add_argument("--M", type=float, default=300.0, help="SLR step-size parameter M > 1")
     g.add_argument("--r", type=float, default=0.1, help="SLR step-size parameter 0 < r < 1")
     g.add_argument("--s0", type=float, default=0.01, help="SLR initial step size")
@@ -86,7 +89,9 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
                    help="SLR: s is an absolute dual step, or counts in units of ρ")
     g.add_argument("--s-max", type=float, default=None, help="SLR: cap on the step size s")
     g.add_argument("--update-every", type=int, default=0,
-                   help="SLR/ADMM: a multiplier update every N mini-batches (0: once per epoch)")
+                   help="SLR/ADMM: a multiplier update every N mini-batches (0: see --updates-per-epoch)")
+    g.add_argument("--updates-per-epoch", type=int, default=None,
+                   help="SLR/ADMM: multiplier updates spread over each epoch (default: the solver's, SLR 4, ADMM 1)")
     g.add_argument("--rho-balance", type=float, default=0.0,
                    help="SLR/ADMM: residual balancing of ρ with this ratio μ > 1 (0: off, use --rho-growth)")
     g.add_argument("--interval", type=int, default=1, help="ADMM: epochs between Z/U updates")
@@ -264,8 +269,15 @@ def train_config(args: argparse.Namespace, prefix: str = "", **overrides: Any):
 def solver_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
     if method == "magnitude":
         return {"schedule": args.schedule_magnitude}
-    common = {"rho": args.rho, "rho_growth": args.rho_growth, "rho_max": args.rho_max,
+    from .solvers.base import RHO_END
+
+    rho_end = args.rho_end
+    if rho_end is None and args.rho_growth == 1.0 and args.rho_max is None:
+        rho_end = RHO_END
+    common = {"rho": args.rho, "rho_growth": args.rho_growth, "rho_max": args.rho_max, "rho_end": rho_end,
               "rho_balance": args.rho_balance, "update_every": args.update_every}
+    if args.updates_per_epoch is not None:
+        common["updates_per_epoch"] = args.updates_per_epoch
     if method == "slr":
         return {**common, "M": args.M, "r": args.r, "s0": args.s0, "step_scale": args.step_scale,
                 "s_max": args.s_max}

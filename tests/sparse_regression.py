@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cvxpy as cp
 import numpy as np
@@ -166,8 +167,8 @@ def loss_grad(w: torch.Tensor, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor
 
 
 def run_slr(inst: Instance, *, iterations: int, inner_steps: int, lr: float, rho: float,
-            rho_growth: float, rho_max: float | None, M: float, r: float, s0: float,
-            history: list | None = None) -> np.ndarray:
+            rho_growth: float, rho_max: float | None, history: list | None = None,
+            **slr_options: Any) -> np.ndarray:
     """SLR from the dense least-squares solution; returns the hard-pruned weights (no refit).
 
     Each SLR iteration is `inner_steps` full-batch gradient steps on f + ρ/2‖W − Z + Λ/ρ‖²:
@@ -175,7 +176,8 @@ def run_slr(inst: Instance, *, iterations: int, inner_steps: int, lr: float, rho
     problem this small it is several times cheaper than autograd, and a test checks the two
     agree), the solver adds its penalty gradient with `add_penalty_grad_`, and SGD steps.  Then
     `solver.step(closure)` with the full-data loss f(W) (a forward pass of the model) as the
-    probe closure.  ρ grows by `rho_growth` per SLR iteration up to `rho_max`.
+    probe closure.  ρ grows by `rho_growth` per SLR iteration up to `rho_max`.  SLR's own
+    options (M, r, s0, step_scale, ...) are the library's defaults unless given.
     """
     model = dense_model(inst)
     w = model.weight
@@ -183,8 +185,7 @@ def run_slr(inst: Instance, *, iterations: int, inner_steps: int, lr: float, rho
     b = torch.from_numpy(inst.X.T @ inst.y / inst.n).view(1, -1)
     X = torch.from_numpy(inst.X)
     y = torch.from_numpy(inst.y).view(-1, 1)
-    solver = SLR(model, spec_for(inst), rho=rho, M=M, r=r, s0=s0, rho_growth=rho_growth,
-                 rho_max=rho_max)
+    solver = SLR(model, spec_for(inst), rho=rho, rho_growth=rho_growth, rho_max=rho_max, **slr_options)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
 
     def closure() -> float:

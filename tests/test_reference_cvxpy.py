@@ -55,8 +55,7 @@ SEEDS = range(60)
 REL_TOL = 1e-3
 ABS_TOL = 1e-9
 MIN_HIT_FRACTION = 0.8
-SLR_HPARAMS = dict(iterations=150, inner_steps=10, lr=0.02, rho=1.0, rho_growth=1.0,
-                   rho_max=None, M=300.0, r=0.1, s0=0.01)
+SLR_HPARAMS = dict(iterations=150, inner_steps=10, lr=0.02, rho=1.0, rho_growth=1.0, rho_max=None)
 
 
 def reaches(f: float, f_opt: float) -> bool:

@@ -150,3 +150,16 @@ def test_ramp_raises_the_z_sparsity_on_the_cubic_schedule_and_hard_prune_hits_th
         assert [int((z != 0).sum()) for z in solver.Z] == [n_keep(ratio, k) for k in n]
     masks = solver.hard_prune()
     assert [int(m.sum()) for m in masks.values()] == [n_keep(0.8, k) for k in n]
+
+
+def test_updates_per_epoch_and_rho_end_plan_the_run():
+    task = ClassificationTask(batch_size=128)
+    model = task.build_model()
+    solver = SLR(model, PruneSpec.uniform(0.8), rho=0.1, rho_end=10.0, updates_per_epoch=3)
+    batches = len(task.train_loader())
+    Trainer(task, model, TrainConfig(epochs=2, lr=0.01, progress=False, probe_batches=1), solver=solver).fit()
+    assert solver.update_every == batches // 3
+    assert len(solver.history) == 2 * (batches // solver.update_every)
+    assert solver.history[0]["rho"] == pytest.approx(0.1) and solver.history[-1]["rho"] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="rho_end"):
+        SLR(model, PruneSpec.uniform(0.8), rho=0.1, rho_end=10.0, rho_growth=1.5)

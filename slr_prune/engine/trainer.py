@@ -176,6 +176,8 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
         """Train until `config.epochs`; returns one record per epoch (resumed ones included)."""
+        if self.solver is not None:
+            self.solver.begin(self.config.epochs, len(self.task.train_loader(self.sampler)))
         self._maybe_resume()
         self._probe_fn = probe = self._probe() if self.solver is not None else None
         while self.epoch < self.config.epochs:

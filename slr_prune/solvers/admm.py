@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..spec import PruneSpec
-from .base import Closure, PenaltySolver
+from .base import Closure, PenaltySolver, Solver
 
 __all__ = ["ADMM"]
 
@@ -21,18 +21,27 @@ class ADMM(PenaltySolver):
     """ADMM pruning solver; `interval` is how many `step()` calls make one Z/Λ update."""
 
     def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1, interval: int = 1,
-                 rho_growth: float = 1.0, rho_max: float | None = None, rho_balance: float = 0.0, ramp: int = 0,
-                 strategy: str = "auto", update_every: int = 0):
+                 rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
+                 rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
+                 updates_per_epoch: int = 1):
         if not (isinstance(interval, int) and interval >= 1):
             raise ValueError(f"interval must be a positive integer, got {interval!r}")
-        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max,
-                         rho_balance=rho_balance, ramp=ramp, strategy=strategy, update_every=update_every)
+        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max, rho_end=rho_end,
+                         rho_balance=rho_balance, ramp=ramp, strategy=strategy, update_every=update_every,
+                         updates_per_epoch=updates_per_epoch)
         self.interval = interval
         self.calls = 0
         self.updates = 0
 
     def _scalar_state(self) -> dict[str, Any]:
         return {**super()._scalar_state(), "calls": self.calls, "updates": self.updates}
+
+    def begin(self, epochs: int, batches_per_epoch: int) -> int:
+        """As PenaltySolver.begin, counting Z/Λ updates (every `interval`-th call)."""
+        calls = Solver.begin(self, epochs, batches_per_epoch)
+        updates = max(1, calls // self.interval)
+        self._plan_rho(updates)
+        return updates
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> dict[str, Any]:

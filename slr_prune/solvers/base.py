@@ -24,23 +24,31 @@ __all__ = ["Solver", "PenaltySolver", "Closure", "weights_set_to", "cubic_fracti
 
 Closure = Callable[[], float | Tensor]
 
+RHO_END = 30.0
+"""Where the CLI's and the demo's ρ schedule ends (ρ 0.1 → 30 over the run; benchmarks/solver_study.py)."""
+
 
 class Solver:
     """Base of SLR, ADMM and Magnitude: holds the model's prunable tensors and their sets.
 
     `update_every`: 0 means the training loop calls `step()` once per epoch; k > 0 means after
-    every k optimizer steps instead.
+    every k optimizer steps instead.  `updates_per_epoch` n > 1 (with update_every 0) spreads n
+    calls evenly over each epoch once the loop knows the epoch's length (`begin`).
     """
 
     trains = True
     """Whether the solver needs training epochs (False: it only projects at the end)."""
 
-    def __init__(self, model: nn.Module, spec: PruneSpec, *, strategy: str = "auto", update_every: int = 0):
+    def __init__(self, model: nn.Module, spec: PruneSpec, *, strategy: str = "auto", update_every: int = 0,
+                 updates_per_epoch: int = 1):
         if not isinstance(spec, PruneSpec):
             raise TypeError(f"spec must be a PruneSpec, got {type(spec).__name__}")
         if not (isinstance(update_every, int) and update_every >= 0):
             raise ValueError(f"update_every must be an integer ≥ 0 (0: once per epoch), got {update_every!r}")
+        if not (isinstance(updates_per_epoch, int) and updates_per_epoch >= 1):
+            raise ValueError(f"updates_per_epoch must be a positive integer, got {updates_per_epoch!r}")
         self.update_every = update_every
+        self.updates_per_epoch = updates_per_epoch
         self.model = model
         self.spec = spec
         self.projector = Projector(spec.resolve(model), strategy=strategy)
@@ -51,6 +59,14 @@ class Solver:
 
     def weights(self) -> dict[str, Tensor]:
         return {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}
+
+    def begin(self, epochs: int, batches_per_epoch: int) -> int:
+        """Plan a run of `epochs` × `batches_per_epoch` steps (the Trainer calls this before its
+        first epoch, also on resume); returns the number of `step()` calls the run will make."""
+        if not self.update_every and self.updates_per_epoch > 1:
+            self.update_every = max(1, batches_per_epoch // self.updates_per_epoch)
+        per_epoch = batches_per_epoch // self.update_every if self.update_every else 1
+        return epochs * max(1, per_epoch)
 
     def add_penalty_grad_(self) -> None:
         """Add the solver's term to the gradients (call after backward, before optimizer.step)."""
@@ -125,9 +141,15 @@ class PenaltySolver(Solver):
     """
 
     def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1,
-                 rho_growth: float = 1.0, rho_max: float | None = None, rho_balance: float = 0.0,
-                 ramp: int = 0, strategy: str = "auto", update_every: int = 0):
-        super().__init__(model, spec, strategy=strategy, update_every=update_every)
+                 rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
+                 rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
+                 updates_per_epoch: int = 1):
+        super().__init__(model, spec, strategy=strategy, update_every=update_every,
+                         updates_per_epoch=updates_per_epoch)
+        if rho_end is not None and not (math.isfinite(rho_end) and rho_end >= rho):
+            raise ValueError(f"rho_end must be a number ≥ rho ({rho}), got {rho_end!r}")
+        if rho_end is not None and (rho_growth != 1.0 or rho_max is not None):
+            raise ValueError("give either rho_end (a geometric schedule over the run) or rho_growth/rho_max")
         if not (isinstance(ramp, int) and ramp >= 0):
             raise ValueError(f"ramp must be an integer ≥ 0 (0: the full target from the start), got {ramp!r}")
         if not (math.isfinite(rho) and rho > 0):
@@ -138,7 +160,8 @@ class PenaltySolver(Solver):
             raise ValueError(f"rho_max must be ≥ rho ({rho}), got {rho_max!r}")
         if not (rho_balance == 0 or rho_balance > 1):
             raise ValueError(f"rho_balance must be 0 (off) or a ratio > 1 (e.g. 10), got {rho_balance!r}")
-        self.rho = float(rho)
+        self.rho = self.rho0 = float(rho)
+        self.rho_end = rho_end
         self.rho_growth = float(rho_growth)
         self.rho_max = rho_max
         self.rho_balance = float(rho_balance)
@@ -168,6 +191,17 @@ class PenaltySolver(Solver):
 
     def _scalar_state(self) -> dict[str, Any]:
         return {"rho": self.rho, "z_steps": self.z_steps}
+
+    def begin(self, epochs: int, batches_per_epoch: int) -> int:
+        """As Solver.begin; with `rho_end`, ρ grows geometrically from ρ0 to rho_end over the run."""
+        updates = super().begin(epochs, batches_per_epoch)
+        self._plan_rho(updates)
+        return updates
+
+    def _plan_rho(self, updates: int) -> None:
+        if self.rho_end is not None:
+            self.rho_growth = (self.rho_end / self.rho0) ** (1.0 / max(1, updates - 1))
+            self.rho_max = self.rho_end
 
     def _ramped(self) -> Projector:
         """The projector of the current Z-step: the target, or its share on the cubic ramp."""

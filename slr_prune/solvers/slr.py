@@ -48,9 +48,9 @@ class SLR(PenaltySolver):
 
     def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1, M: float = 300.0,
                  r: float = 0.1, s0: float = 0.01, step_scale: str = "absolute", s_max: float | None = None,
-                 rho_growth: float = 1.0,
-                 rho_max: float | None = None, rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto",
-                 update_every: int = 0):
+                 rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
+                 rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
+                 updates_per_epoch: int = 4):
         if not M > 1:
             raise ValueError(f"M must be > 1, got {M!r}")
         if not 0 < r < 1:
@@ -59,8 +59,9 @@ class SLR(PenaltySolver):
             raise ValueError(f"s0 must be positive, got {s0!r}")
         if step_scale not in STEP_SCALES:
             raise ValueError(f"step_scale must be one of {', '.join(STEP_SCALES)}, got {step_scale!r}")
-        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max,
-                         rho_balance=rho_balance, ramp=ramp, strategy=strategy, update_every=update_every)
+        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max, rho_end=rho_end,
+                         rho_balance=rho_balance, ramp=ramp, strategy=strategy, update_every=update_every,
+                         updates_per_epoch=updates_per_epoch)
         if s_max is not None and not s_max >= s0:
             raise ValueError(f"s_max must be ≥ s0 ({s0}), got {s_max!r}")
         self.step_scale = step_scale
