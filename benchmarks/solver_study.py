@@ -47,6 +47,7 @@ RHO_GRID = [(0.03, 30.0), (0.1, 10.0), (0.1, 30.0), (0.1, 100.0)]  # (ρ at the 
 GMP_GRID = [(lr, end) for lr in (0.01, 0.03) for end in (0.3, 0.5)]  # (lr, share of the budget the ramp takes)
 
 DEFAULT_RHO, DEFAULT_RHO_END = 0.1, 30.0  # the CLI's and the demo's ρ schedule
+GMP_DEFAULT = (0.01, 0.5)  # gradual magnitude without tuning: the prune lr, ramp over half the budget
 SLR_DEFAULT: dict[str, Any] = {}  # filled from slr_prune's SLR defaults plus the study's ρ schedule
 
 
@@ -79,12 +80,14 @@ class StudyTask(ClassificationTask):
 
 
 # ---- methods -----------------------------------------------------------------------------------------
-def configs(method: str) -> list[dict[str, Any]]:
-    """The tuning grid of `method` (the same number of configurations for every trained method)."""
+def configs(method: str, grid: str = "full") -> list[dict[str, Any]]:
+    """The tuning grid of `method` (the same number of configurations for every trained method);
+    grid "default" is each method's one default configuration (no tuning)."""
     if method in ("admm", "slr"):
-        return [{"rho0": a, "rho_end": b} for a, b in RHO_GRID]
+        points = [(DEFAULT_RHO, DEFAULT_RHO_END)] if grid == "default" else RHO_GRID
+        return [{"rho0": a, "rho_end": b} for a, b in points]
     if method == "gmp":
-        return [{"lr": a, "ramp": b} for a, b in GMP_GRID]
+        return [{"lr": a, "ramp": b} for a, b in ([GMP_DEFAULT] if grid == "default" else GMP_GRID)]
     if method == "slr_default":
         return [{}]
     if method == "zero":
@@ -309,6 +312,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES)
+    p.add_argument("--grid", default="full", choices=["full", "default"],
+                   help="full: tune every method on its grid; default: each method's default configuration only")
     p.add_argument("--slr", default=None, help="JSON of SLR options to study instead of the default")
     p.add_argument("--admm", default=None, help="JSON of extra ADMM options (e.g. the same ramp as SLR)")
     p.add_argument("--jobs", type=int, default=2)
@@ -328,7 +333,7 @@ def main() -> None:
     jobs = []
     for seed, ratio, method in itertools.product(range(args.seeds), args.ratios, args.methods):
         for epochs in ([0] if method == "zero" else args.budgets):
-            for config in configs(method):
+            for config in configs(method, args.grid):
                 if method.startswith("slr"):
                     config = {**config, "slr": SLR_DEFAULT["options"]}
                 if method == "admm" and args.admm:

@@ -86,10 +86,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec, method: str = "slr", *,
     costs_before = cost_summary(model, example)
     dense = dense_metrics or task.evaluate(model, device)
 
-    options = dict(solver_options or {})
-    if method == "magnitude" and options.get("schedule") == "cubic":
-        options.setdefault("steps", max(1, train.epochs))
-    solver = SOLVERS[method](model, spec, **options)
+    solver = SOLVERS[method](model, spec, **dict(solver_options or {}))
     metric = task.metric
 
     def hard_prune_hook(trainer: Trainer) -> dict[str, Any]:

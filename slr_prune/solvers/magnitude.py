@@ -14,26 +14,37 @@ import torch
 from torch import nn
 
 from ..spec import PruneSpec
+from ..errors import StateError
 from .base import Closure, Solver, cubic_fraction
 
 __all__ = ["Magnitude"]
 
 
 class Magnitude(Solver):
-    """Magnitude pruning with `schedule` "oneshot" or "cubic" over `steps` calls of `step()`."""
+    """Magnitude pruning with `schedule` "oneshot" or "cubic" over `steps` calls of `step()`.
+
+    `steps=None` (cubic) ramps over the whole run, as planned by `begin()` (the Trainer calls it).
+    """
 
     def __init__(self, model: nn.Module, spec: PruneSpec, *, schedule: str = "oneshot",
-                 steps: int = 1, strategy: str = "auto", update_every: int = 0):
+                 steps: int | None = None, strategy: str = "auto", update_every: int = 0):
         if schedule not in ("oneshot", "cubic"):
             raise ValueError(f"schedule must be 'oneshot' or 'cubic', got {schedule!r}")
-        if not (isinstance(steps, int) and steps >= 1):
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if not (steps is None or (isinstance(steps, int) and steps >= 1)):
+            raise ValueError(f"steps must be a positive integer or None (the whole run), got {steps!r}")
         super().__init__(model, spec, strategy=strategy, update_every=update_every)
         self.schedule = schedule
         self.trains = schedule != "oneshot"
         self.steps = steps
         self.t = 0
         self.current = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
+
+    def begin(self, epochs: int, batches_per_epoch: int) -> int:
+        """As Solver.begin; a cubic schedule without `steps` ramps over all the run's calls."""
+        calls = super().begin(epochs, batches_per_epoch)
+        if self.steps is None:
+            self.steps = calls
+        return calls
 
     def fraction(self, t: int) -> float:
         """Share of the target ratio reached after t steps (cubic ramp from 0 to 1)."""
@@ -65,6 +76,9 @@ class Magnitude(Solver):
         """Gradual: prune to the next point of the cubic schedule. One-shot: nothing to do."""
         if self.schedule == "oneshot":
             return {"fraction": 0.0}
+        if self.steps is None:
+            raise StateError("Magnitude(schedule='cubic', steps=None) needs begin(epochs, batches_per_epoch) "
+                             "before step(), or give steps")
         self.t += 1
         fraction = self.fraction(self.t)
         masks = self.projector.scaled(fraction).masks(self.weights())
