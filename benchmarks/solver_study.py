@@ -359,7 +359,7 @@ def main() -> None:
     rows = [r for r in rows if (r["seed"], r["ratio"], r["epochs"], r["method"],
                                 json.dumps(r["config"], sort_keys=True)) in wanted]
     summary = analyse(rows, args, dense)
-    env = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+    env = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}",
            "torch": torch.__version__, "python": platform.python_version(),
            "command": " ".join(sys.argv), "wall_seconds_this_call": round(time.perf_counter() - start)}
     (out / "study.json").write_text(json.dumps({"settings": {**vars(args), "slr_default": SLR_DEFAULT},
@@ -369,6 +369,16 @@ def main() -> None:
     plot(summary, rows, args, out)
     print(table)
     print(f"\n{len(rows)} runs; {env['wall_seconds_this_call']} s in this call; files in {out}")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def set_slr_default(override: str | None) -> None:
