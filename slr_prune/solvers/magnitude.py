@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..spec import PruneSpec
 from ..errors import StateError
+from ..spec import PruneSpec
 from .base import Closure, Solver, cubic_fraction
 
 __all__ = ["Magnitude"]
