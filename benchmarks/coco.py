@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--dense-epochs", type=int, default=0, help="train the dense model first (AdamW)")
     g.add_argument("--dense-lr", type=float, default=2e-3)
     g.add_argument("--ratios", default="0.5,0.75", help="comma-separated prune ratios of the pruned layers")
-    g.add_argument("--methods", default="admm,slr")
+    g.add_argument("--methods", default="admm,slr,magnitude",
+                   help="magnitude = one-shot, the zero-epoch baseline")
     g.add_argument("--exclude-head", default="last", choices=["last", "head", "none"])
     g.add_argument("--epochs", type=int, default=10, help="SLR / ADMM training epochs")
     g.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the solver phase")
@@ -76,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--finetune-lr", type=float, default=0.005)
     g.add_argument("--rho", type=float, default=0.1)
     g.add_argument("--rho-growth", type=float, default=1.0, help="ρ ← ρ·growth after every Z update")
+    g.add_argument("--rho-end", type=float, default=None, help="instead: ρ grows geometrically to this over the run")
     g.add_argument("--M", type=float, default=300.0)
     g.add_argument("--r", type=float, default=0.1)
     g.add_argument("--s0", type=float, default=0.01)
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = PruneSpec.uniform(ratio, exclude=task.default_exclude)
         for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
             m = copy.deepcopy(model)
-            options = {"rho": args.rho, "rho_growth": args.rho_growth}
+            options = {"rho": args.rho, "rho_growth": args.rho_growth, "rho_end": args.rho_end}
             options.update({"M": args.M, "r": args.r, "s0": args.s0} if method == "slr" else
                            {"interval": args.interval} if method == "admm" else {})
             if method == "magnitude":
@@ -145,10 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             row = {"model": Path(args.model).stem, "method": method, "ratio": ratio, "sparsity": result.sparsity,
                    "compression_pruned": 1 / max(1e-12, 1 - result.sparsity),
                    "compression_model": costs["compression"], "dense": dense, "hard_prune": result.hard_prune,
+                   "hard_prune_bn": result.hard_prune_bn,
                    "retrained": tuned, "epochs": result.epochs, "finetune": result.finetune,
                    "seconds": result.seconds, "file": str(pt)}
             rows.append(row)
-            print(f"{method} ratio {ratio:g}: hard-prune mAP@0.5 {100 * result.hard_prune['map50']:.2f}, "
+            print(f"{method} ratio {ratio:g}: hard-prune mAP@0.5 {100 * result.hard_prune['map50']:.2f} "
+                  f"(+ BN recal. {100 * result.best_hard_prune['map50']:.2f}), "
                   f"retrained {100 * tuned['map50']:.2f} ({result.seconds:.0f} s)", flush=True)
 
     report = {"rows": rows, "dense": dense, "dense_seconds": dense_seconds, "args": vars(args),
@@ -170,7 +174,8 @@ def tables(rows: list[dict[str, Any]], dense: dict[str, float]) -> str:
     for metric, label in (("map50", "mAP@0.5"), ("map", "mAP@0.5:0.95")):
         header = ["model", "prune ratio", "compression (pruned layers)", "compression (all weights)",
                   f"{label} dense"]
-        header += [f"hard-prune {m.upper()}" for m in methods] + [f"retrained {m.upper()}" for m in methods]
+        header += [f"hard-prune {m.upper()}" for m in methods] + [f"+ BN recal. {m.upper()}" for m in methods]
+        header += [f"retrained {m.upper()}" for m in methods]
         header += [f"seconds {m.upper()}" for m in methods]
         lines = [f"### {label} (%)", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for model, ratio in keys:
@@ -179,6 +184,8 @@ def tables(rows: list[dict[str, Any]], dense: dict[str, float]) -> str:
             cells = [model, f"{ratio:g}", f"{any_row['compression_pruned']:.2f}x",
                      f"{any_row['compression_model']:.2f}x", _pct(dense[metric])]
             cells += [_pct(by[m]["hard_prune"][metric]) if m in by else "-" for m in methods]
+            cells += [_pct((by[m]["hard_prune_bn"] or by[m]["hard_prune"])[metric]) if m in by else "-"
+                      for m in methods]
             cells += [_pct(by[m]["retrained"][metric]) if m in by else "-" for m in methods]
             cells += [f"{by[m]['seconds']:.0f}" if m in by else "-" for m in methods]
             lines.append("| " + " | ".join(cells) + " |")

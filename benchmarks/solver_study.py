@@ -240,7 +240,10 @@ def markdown(summary: dict[str, Any], args, dense: dict[int, float]) -> str:
                     f"{statistics.mean(reached):.1f} {share}" if reached else f"never {share}")
                 diff = paired(ref["test_bn"]["test"], m["test_bn"]["test"]) if ref and method != "slr_default" else ""
                 cells += [mean_std(m["test"]["test"]), mean_std(m["test_bn"]["test"]), diff, ep]
-            lines.append(f"| {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
+            name = NAMES.get(method, method)
+            if args.grid == "default":
+                name = name.replace("(tuned)", "(default)")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Chosen configurations (on validation, with recalibration):")
     for cell in summary["cells"]:

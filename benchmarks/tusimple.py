@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--dense-epochs", type=int, default=100)
     g.add_argument("--dense-lr", type=float, default=4e-4, help="Adam, as the reference TuSimple config")
     g = p.add_argument_group("pruning")
-    g.add_argument("--methods", default="slr,admm", help="comma-separated: slr, admm, magnitude")
+    g.add_argument("--methods", default="slr,admm,magnitude",
+                   help="comma-separated: slr, admm, magnitude (one-shot: the zero-epoch baseline)")
     g.add_argument("--ratios", default="0.5", help="comma-separated prune ratios in [0, 1)")
     g.add_argument("--prune-aux", action="store_true", help="also prune the auxiliary segmentation branch")
     g.add_argument("--epochs", type=int, default=10, help="SLR/ADMM training epochs (the same for both)")
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--finetune-lr", type=float, default=1e-4)
     g.add_argument("--rho", type=float, default=0.1)
     g.add_argument("--rho-growth", type=float, default=1.5, help="rho multiplied by this after every update")
+    g.add_argument("--rho-end", type=float, default=None,
+                   help="instead of --rho-growth: rho grows geometrically to this over the run")
     g.add_argument("--M", type=float, default=300.0)
     g.add_argument("--r", type=float, default=0.1)
     g.add_argument("--s0", type=float, default=0.01)
@@ -103,15 +106,16 @@ def pct(x: float | None) -> str:
 
 def table(dense: dict[str, float], rows: list[dict[str, Any]], model_name: str) -> str:
     header = ["Method", "Sparsity %", "Compression", "Epochs (prune+retrain)", "Hard-prune Acc %", "FP %", "FN %",
-              "Retrained Acc %", "FP %", "FN %"]
+              "+ BN recal. Acc %", "Retrained Acc %", "FP %", "FN %"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
              f"| {model_name} (dense) | 0 | 1.00x | - | {pct(dense['accuracy'])} | {pct(dense['fp'])} | "
-             f"{pct(dense['fn'])} | - | - | - |"]
+             f"{pct(dense['fn'])} | - | - | - | - |"]
     for r in rows:
         h, t = r["hard_prune"], r["finetuned"] or {}
         lines.append(f"| {r['method'].upper()} | {pct(r['sparsity'])} | {r['compression']:.2f}x | "
                      f"{r['epochs']}+{r['finetune_epochs']} | {pct(h['accuracy'])} | {pct(h['fp'])} | "
-                     f"{pct(h['fn'])} | {pct(t.get('accuracy'))} | {pct(t.get('fp'))} | {pct(t.get('fn'))} |")
+                     f"{pct(h['fn'])} | {pct((r.get('hard_prune_bn') or h)['accuracy'])} | "
+                     f"{pct(t.get('accuracy'))} | {pct(t.get('fp'))} | {pct(t.get('fn'))} |")
     return "\n".join(lines)
 
 
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                         device=args.device, seed=args.seed, progress=args.progress)
     finetune = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, optimizer="adam", weight_decay=0.0,
                            schedule="cosine", device=args.device, seed=args.seed, progress=args.progress)
-    penalty = {"rho": args.rho, "rho_growth": args.rho_growth}
+    penalty = {"rho": args.rho, **({"rho_end": args.rho_end} if args.rho_end else {"rho_growth": args.rho_growth})}
     options = {"slr": {**penalty, "M": args.M, "r": args.r, "s0": args.s0}, "admm": penalty,
                "magnitude": {"schedule": "oneshot"}}
     rows = []
@@ -185,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             row = {"method": method, "ratio": ratio, "sparsity": result.sparsity,
                    "compression": total / max(1, nonzero), "params": total, "nonzero_params": nonzero,
                    "epochs": args.epochs if method != "magnitude" else 0, "finetune_epochs": args.finetune_epochs,
-                   "hard_prune": result.hard_prune, "finetuned": result.finetuned,
+                   "hard_prune": result.hard_prune, "hard_prune_bn": result.hard_prune_bn,
+                   "finetuned": result.finetuned,
                    "per_epoch": result.epochs, "finetune_per_epoch": result.finetune, "seconds": result.seconds}
             rows.append(row)
             h = result.hard_prune

@@ -20,9 +20,8 @@ def test_two_process_ddp_keeps_solver_state_identical(tmp_path):
         for name, t in a["solver"]["tensors"][key].items():
             assert torch.equal(t, b["solver"]["tensors"][key][name]), (key, name)
     assert a["solver"]["scalars"] == b["solver"]["scalars"]
-    per_epoch = a["batches"] // a["update_every"]  # SLR's default: 4 iterations per epoch, evenly spread
-    assert a["update_every"] == a["batches"] // 4
-    assert a["solver"]["history"] == b["solver"]["history"] and len(a["solver"]["history"]) == 2 * per_epoch
+    assert a["steps_per_epoch"] == 4  # SLR's default: 4 iterations per epoch, evenly spread
+    assert a["solver"]["history"] == b["solver"]["history"] and len(a["solver"]["history"]) == 2 * 4
     # Parameters are identical; batch-norm running statistics are per rank by DDP's design during
     # training, and identical after a recalibration (rank 0's, broadcast), even from other batches.
     for name, t in a["params"].items():

@@ -158,8 +158,16 @@ def test_updates_per_epoch_and_rho_end_plan_the_run():
     solver = SLR(model, PruneSpec.uniform(0.8), rho=0.1, rho_end=10.0, updates_per_epoch=3)
     batches = len(task.train_loader())
     Trainer(task, model, TrainConfig(epochs=2, lr=0.01, progress=False, probe_batches=1), solver=solver).fit()
-    assert solver.update_every == batches // 3
-    assert len(solver.history) == 2 * (batches // solver.update_every)
+    assert len(solver.history) == 2 * 3  # exactly 3 per epoch, whatever the epoch's length
+    due = [i for i in range(1, batches + 1) if solver.due(i)]
+    assert len(due) == 3 and due[-1] == batches
     assert solver.history[0]["rho"] == pytest.approx(0.1) and solver.history[-1]["rho"] == pytest.approx(10.0)
     with pytest.raises(ValueError, match="rho_end"):
         SLR(model, PruneSpec.uniform(0.8), rho=0.1, rho_end=10.0, rho_growth=1.5)
+
+
+@pytest.mark.parametrize("batches,n,expected", [(16, 4, [4, 8, 12, 16]), (6, 4, [2, 3, 5, 6]), (3, 4, [1, 2, 3])])
+def test_due_spreads_exactly_n_iterations_over_an_epoch(batches, n, expected):
+    solver = SLR(mlp(), spec(), updates_per_epoch=n)
+    assert solver.begin(2, batches) == 2 * len(expected)
+    assert [i for i in range(1, batches + 1) if solver.due(i)] == expected

@@ -1,8 +1,8 @@
 """The training loop shared by dense training, SLR/ADMM training and masked fine-tuning.
 
 Per step: loss → backward → `solver.add_penalty_grad_()` → optimizer step (and `solver.step(probe)`
-every `solver.update_every` steps when that is set).  Per epoch: the LR schedule (stepped once per
-epoch, with T_max in epochs), `solver.step(probe)` (when `update_every` is 0), evaluation, an
+whenever `solver.due(step)`).  Per epoch: the LR schedule (stepped once per epoch, with T_max in
+epochs), `solver.step(probe)` (for solvers that step once per epoch), evaluation, an
 atomic checkpoint, then callbacks.  bf16 autocast and channels_last on CUDA; DDP when launched
 by torchrun; each epoch reseeds from (seed, epoch) so a resumed run sees the same data order and
 augmentations as an uninterrupted one.
@@ -191,7 +191,7 @@ class Trainer:
             self.epoch += 1
             record: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr}
             if self.solver is not None:
-                if not self.solver.update_every:
+                if not self.solver.steps_within_epoch:
                     self._solver_record = self.solver.step(probe)
                 record["solver"] = self._solver_record
             record.update(self.task.evaluate(self.model, self.device))
@@ -226,7 +226,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             total += loss.detach().float()
             steps += 1
-            if self.solver is not None and self.solver.update_every and steps % self.solver.update_every == 0:
+            if self.solver is not None and self.solver.due(steps):
                 self._solver_record = self.solver.step(self._probe_fn)
             if steps % c.log_every == 0:
                 self._check_finite(float(loss.detach()), steps)

@@ -31,9 +31,9 @@ RHO_END = 30.0
 class Solver:
     """Base of SLR, ADMM and Magnitude: holds the model's prunable tensors and their sets.
 
-    `update_every`: 0 means the training loop calls `step()` once per epoch; k > 0 means after
-    every k optimizer steps instead.  `updates_per_epoch` n > 1 (with update_every 0) spreads n
-    calls evenly over each epoch once the loop knows the epoch's length (`begin`).
+    When the training loop calls `step()`: after every `update_every` = k > 0 optimizer steps;
+    else exactly `updates_per_epoch` = n > 1 times per epoch, spread evenly once the loop knows
+    the epoch's length (`begin`); else once at the end of each epoch.  `due(i)` tells the loop.
     """
 
     trains = True
@@ -49,6 +49,7 @@ class Solver:
             raise ValueError(f"updates_per_epoch must be a positive integer, got {updates_per_epoch!r}")
         self.update_every = update_every
         self.updates_per_epoch = updates_per_epoch
+        self.batches_per_epoch = 0
         self.model = model
         self.spec = spec
         self.projector = Projector(spec.resolve(model), strategy=strategy)
@@ -63,10 +64,26 @@ class Solver:
     def begin(self, epochs: int, batches_per_epoch: int) -> int:
         """Plan a run of `epochs` × `batches_per_epoch` steps (the Trainer calls this before its
         first epoch, also on resume); returns the number of `step()` calls the run will make."""
-        if not self.update_every and self.updates_per_epoch > 1:
-            self.update_every = max(1, batches_per_epoch // self.updates_per_epoch)
-        per_epoch = batches_per_epoch // self.update_every if self.update_every else 1
+        self.batches_per_epoch = batches_per_epoch
+        if self.update_every:
+            per_epoch = batches_per_epoch // self.update_every
+        else:
+            per_epoch = min(self.updates_per_epoch, batches_per_epoch)
         return epochs * max(1, per_epoch)
+
+    @property
+    def steps_within_epoch(self) -> bool:
+        """True when `step()` runs between optimizer steps (see `due`), False: once per epoch."""
+        return bool(self.update_every) or (self.updates_per_epoch > 1 and self.batches_per_epoch > 0)
+
+    def due(self, i: int) -> bool:
+        """Whether `step()` is due after the i-th optimizer step of an epoch (i from 1)."""
+        if self.update_every:
+            return i % self.update_every == 0
+        if not self.steps_within_epoch:
+            return False
+        n, b = min(self.updates_per_epoch, self.batches_per_epoch), self.batches_per_epoch
+        return (i * n) // b > ((i - 1) * n) // b
 
     def add_penalty_grad_(self) -> None:
         """Add the solver's term to the gradients (call after backward, before optimizer.step)."""
