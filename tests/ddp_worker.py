@@ -25,6 +25,7 @@ recalibrate_task_bn(task, model, torch.device("cpu"), batches=2, seed=rank)
 bn = {n: b.clone() for n, b in model.named_buffers()}
 params = {n: p.detach() for n, p in model.named_parameters()}
 torch.save({"params": params, "bn": bn, "solver": solver.state_dict(), "world": dist.get_world_size(),
-            "batches": len(task.train_loader(trainer.sampler)), "steps_per_epoch": sum(map(solver.due, range(1, solver.batches_per_epoch + 1))),
+            "batches": len(task.train_loader(trainer.sampler)),
+            "steps_per_epoch": sum(map(solver.due, range(1, solver.batches_per_epoch + 1))),
             "history": history}, out / f"rank{rank}.pt")
 dist.destroy_process_group()
