@@ -18,3 +18,20 @@ def test_cifar10_benchmark_runs_on_the_real_format(tmp_path):
     assert "| resnet20 | 0.8 | 5.0x |" in proc.stdout
     rows = json.loads((tmp_path / "out" / "table.json").read_text())["rows"]
     assert {"slr_hard", "admm_hard", "slr_epochs_to_target"} <= set(rows[0])
+
+
+def test_solver_study_runs_end_to_end_and_reports_the_zero_epoch_baseline(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "solver_study.py"), "--seeds", "2", "--ratios", "0.9",
+           "--budgets", "1", "--methods", "zero,admm,slr_default", "--grid", "default", "--dense-epochs", "1",
+           "--jobs", "1", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT / "benchmarks")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| one-shot magnitude (0 epochs) |" in proc.stdout and "| SLR (default, untuned) |" in proc.stdout
+    summary = json.loads((tmp_path / "study.json").read_text())["summary"]["cells"][0]["methods"]
+    assert set(summary) == {"zero", "admm", "slr_default"}
+    assert len(summary["admm"]["test_bn"]["test"]) == 2  # one value per seed
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "study.md").is_file()
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 6  # 2 seeds × (zero + admm + slr_default); a rerun skips them
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT / "benchmarks")
+    assert proc.returncode == 0 and "0 to do" in proc.stderr
