@@ -171,3 +171,16 @@ def test_due_spreads_exactly_n_iterations_over_an_epoch(batches, n, expected):
     solver = SLR(mlp(), spec(), updates_per_epoch=n)
     assert solver.begin(2, batches) == 2 * len(expected)
     assert [i for i in range(1, batches + 1) if solver.due(i)] == expected
+
+
+def test_warm_start_sets_the_first_multiplier_to_rho_times_the_residual():
+    model = mlp()
+    solver = SLR(model, spec(), rho=0.4, warm_start=True)
+    sgd_steps(model, solver, batches())
+    W = [p.detach().clone() for p in solver.params]
+    Z = [z.clone() for z in solver.Z]
+    record = solver.step(probe_closure(model, batches(2, seed=1), nn.CrossEntropyLoss()))
+    if not record["cond2"]:
+        for lam, w, z in zip(solver.Lam, W, Z, strict=True):
+            torch.testing.assert_close(lam, 0.4 * (w - z))
+    assert record["cond1"]

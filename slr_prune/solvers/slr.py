@@ -25,7 +25,8 @@ Options studied in benchmarks/solver_study.py (docs/slr.md has the table): `step
 measures s in units of ρ, so the dual step follows a ρ schedule as ADMM's does while keeping the
 contraction; `s_max` caps s (with "rho": the dual step never exceeds ADMM's ρ); `update_every`
 runs an iteration every k mini-batches instead of once per epoch; `rho_balance` replaces the
-fixed ρ growth by residual balancing.
+fixed ρ growth by residual balancing; `warm_start` makes the first multiplier ρ(W − Z), the
+multiplier ADMM's first step sets, scaled to the current residual, before the contraction.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class SLR(PenaltySolver):
                  r: float = 0.1, s0: float = 0.01, step_scale: str = "absolute", s_max: float | None = None,
                  rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
                  rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
-                 updates_per_epoch: int = 4):
+                 updates_per_epoch: int = 4, warm_start: bool = False):
         if not M > 1:
             raise ValueError(f"M must be > 1, got {M!r}")
         if not 0 < r < 1:
@@ -66,6 +67,7 @@ class SLR(PenaltySolver):
             raise ValueError(f"s_max must be ≥ s0 ({s0}), got {s_max!r}")
         self.step_scale = step_scale
         self.s_max = s_max
+        self.warm_start = bool(warm_start)
         self.M, self.r = float(M), float(r)
         self.s = float(s0)
         self.k = 1
@@ -113,7 +115,9 @@ class SLR(PenaltySolver):
         cond1 = L_new < L_old or self.k == 1
         if cond1:
             self._update_step_size(self.residual(W, self.Z))
-            torch._foreach_add_(self.Lam, torch._foreach_sub(W, self.Z), alpha=self.dual_step())
+            # warm start: the first multiplier is ρ(W − Z), ADMM's, scaled to the current residual
+            step = self.rho if self.warm_start and self.k == 1 else self.dual_step()
+            torch._foreach_add_(self.Lam, torch._foreach_sub(W, self.Z), alpha=step)
             self.k += 1
 
         shift = torch._foreach_div(self.Lam, self.rho)
