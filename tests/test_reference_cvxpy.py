@@ -21,13 +21,13 @@ Measured when this test was written (seeds 0–59, CPU, float64, about 30 s): SL
 magnitude (no refit) 1/60, magnitude support + refit 53/60; mean f: optimum 0.8370, SLR 0.8374,
 magnitude 0.9076, magnitude + refit 0.8460.
 
-SLR hyperparameters (one set for all instances): SLR's shipped defaults (the authors' M = 300, r
-= 0.1, s0 = 0.01, absolute step, no warm start) with a fixed ρ = 1; 150 SLR iterations, each
-after 10 full-batch SGD steps (lr 0.02) of the W-subproblem. History: with the reference's step-
-size rule (both updates of an iteration divide into ‖W_prev − Z_prev‖), s grew like 1/residual²
-and these settings diverged on 60/60 instances (58/60 with a ρ schedule); that is why the solver
-now divides by the residual of the last multiplier update (see slr_prune/solvers/slr.py). If the
-step-size rule changes, re-measure.
+SLR hyperparameters (one set for all instances): SLR's shipped defaults (the authors' M = 300,
+r = 0.1, s0 = 0.01, absolute step, no warm start) with a fixed ρ = 1; 150 SLR iterations, each
+after 10 full-batch SGD steps (lr 0.02) of the W-subproblem. History: with the reference's
+step-size rule (both updates of an iteration divide into ‖W_prev − Z_prev‖), s grew like
+1/residual² and these settings diverged on 60/60 instances (58/60 with a ρ schedule); that is
+why the solver now divides by the residual of the last multiplier update (see
+slr_prune/solvers/slr.py). If the step-size rule changes, re-measure.
 """
 
 from __future__ import annotations
