@@ -323,6 +323,10 @@ def run_methods(args: argparse.Namespace, methods: list[str]):
         print("note: no --checkpoint given; pruning a randomly initialised model", file=sys.stderr)
     spec = make_spec(args, task)
     spec.resolve(model)  # fail before any training if the spec does not fit
+    from .solvers import SOLVERS
+
+    for method in methods:  # and if any method's options are invalid (building a solver leaves the model as is)
+        SOLVERS[method](model, spec, **solver_options(args, method))
     dense = None
     results = []
     for method in methods:

@@ -22,18 +22,23 @@ from .sets import Projector
 from .solvers.base import weights_set_to
 from .spec import PruneSpec
 
-__all__ = ["hard_prune_metrics", "sparsity_sweep", "recalibrate_task_bn", "BN_BATCHES"]
+__all__ = ["hard_prune_metrics", "sparsity_sweep", "recalibrate_task_bn", "check_bn_batches", "BN_BATCHES"]
 
 BN_BATCHES = 32
 """Default number of training batches for BatchNorm recalibration (0 disables it)."""
 
 
+def check_bn_batches(batches: Any) -> int:
+    """`batches` if it is a valid BatchNorm-recalibration count (an integer ≥ 0), else ValueError."""
+    if not (isinstance(batches, int) and batches >= 0):
+        raise ValueError(f"bn_batches must be an integer ≥ 0 (0 disables BatchNorm recalibration), got {batches!r}")
+    return batches
+
+
 def recalibrate_task_bn(task: Task, model: nn.Module, device: torch.device, batches: int = BN_BATCHES,
                         seed: int = 0) -> int:
     """Re-estimate `model`'s BatchNorm statistics on `batches` seeded training batches of `task`."""
-    if batches < 0:
-        raise ValueError(f"bn_batches must be ≥ 0 (0 disables BatchNorm recalibration), got {batches}")
-    if batches == 0 or not batchnorm_layers(model):
+    if check_bn_batches(batches) == 0 or not batchnorm_layers(model):
         return 0
     return recalibrate_bn(model, task.calibration_batches(batches, seed),
                           lambda m, b: task.forward(m, b, device))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..adapters.base import Task
-from ..evaluate import BN_BATCHES, hard_prune_metrics, recalibrate_task_bn
+from ..evaluate import BN_BATCHES, check_bn_batches, hard_prune_metrics, recalibrate_task_bn
 from ..masks import Masks, squash
 from ..metrics import cost_summary
 from ..solvers import SOLVERS
@@ -73,8 +73,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec, method: str = "slr", *,
     """
     if method not in SOLVERS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SOLVERS)}")
-    if not (isinstance(bn_batches, int) and bn_batches >= 0):
-        raise ValueError(f"bn_batches must be an integer ≥ 0 (0 disables BatchNorm recalibration), got {bn_batches!r}")
+    check_bn_batches(bn_batches)  # before any compute
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None

@@ -179,7 +179,7 @@ class Trainer:
         if self.solver is not None:
             self.solver.begin(self.config.epochs, len(self.task.train_loader(self.sampler)))
         self._maybe_resume()
-        self._probe_fn = probe = self._probe() if self.solver is not None else None
+        self._probe_fn = self._probe() if self.solver is not None else None
         while self.epoch < self.config.epochs:
             seed_everything(self.config.seed * 1000 + self.epoch)
             if self.sampler is not None:
@@ -192,7 +192,7 @@ class Trainer:
             record: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr}
             if self.solver is not None:
                 if not self.solver.steps_within_epoch:
-                    self._solver_record = self.solver.step(probe)
+                    self._solver_record = self.solver.step(self._probe_fn)
                 record["solver"] = self._solver_record
             record.update(self.task.evaluate(self.model, self.device))
             for hook in self.epoch_hooks:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..spec import PruneSpec
-from .base import Closure, PenaltySolver, Solver
+from .base import Closure, PenaltySolver
 
 __all__ = ["ADMM"]
 
@@ -36,12 +36,9 @@ class ADMM(PenaltySolver):
     def _scalar_state(self) -> dict[str, Any]:
         return {**super()._scalar_state(), "calls": self.calls, "updates": self.updates}
 
-    def begin(self, epochs: int, batches_per_epoch: int) -> int:
-        """As PenaltySolver.begin, counting Z/Λ updates (every `interval`-th call)."""
-        calls = Solver.begin(self, epochs, batches_per_epoch)
-        updates = max(1, calls // self.interval)
-        self._plan_rho(updates)
-        return updates
+    def updates_in(self, calls: int) -> int:
+        """Z/Λ updates made by `calls` calls of `step()` (every `interval`-th call updates)."""
+        return max(1, calls // self.interval)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> dict[str, Any]:

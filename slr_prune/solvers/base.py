@@ -211,14 +211,16 @@ class PenaltySolver(Solver):
 
     def begin(self, epochs: int, batches_per_epoch: int) -> int:
         """As Solver.begin; with `rho_end`, ρ grows geometrically from ρ0 to rho_end over the run."""
-        updates = super().begin(epochs, batches_per_epoch)
-        self._plan_rho(updates)
-        return updates
-
-    def _plan_rho(self, updates: int) -> None:
+        calls = super().begin(epochs, batches_per_epoch)
         if self.rho_end is not None:
+            updates = self.updates_in(calls)
             self.rho_growth = (self.rho_end / self.rho0) ** (1.0 / max(1, updates - 1))
             self.rho_max = self.rho_end
+        return calls
+
+    def updates_in(self, calls: int) -> int:
+        """Multiplier updates (ρ growth steps) made by `calls` calls of `step()`."""
+        return calls
 
     def _ramped(self) -> Projector:
         """The projector of the current Z-step: the target, or its share on the cubic ramp."""
@@ -281,8 +283,11 @@ class PenaltySolver(Solver):
             self.rho = min(self.rho, self.rho_max)
         self._refresh()
 
-    def dual_residual(self, z_old: list[Tensor], z_new: list[Tensor]) -> float:
-        """ρ Σ_i ‖Z_i − Z_i,prev‖_F: how far the last Z-step moved (the ADMM dual residual)."""
+    def dual_residual(self, z_old: list[Tensor], z_new: list[Tensor]) -> float | None:
+        """ρ Σ_i ‖Z_i − Z_i,prev‖_F, how far the last Z-step moved (the ADMM dual residual);
+        None when `rho_balance` is off, the only reader."""
+        if not self.rho_balance:
+            return None
         return self.rho * float(torch.stack(torch._foreach_norm(torch._foreach_sub(z_new, z_old))).sum())
 
     def _weights_set_to(self, values: list[Tensor]):
