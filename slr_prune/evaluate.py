@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .adapters.base import Task
+from .task import Task
 from .bn import batchnorm_layers, recalibrate_bn
 from .sets import Projector
-from .solvers.base import weights_set_to
+from .utils import weights_set_to
 from .spec import PruneSpec
 
 __all__ = ["hard_prune_metrics", "sparsity_sweep", "recalibrate_task_bn", "check_bn_batches", "BN_BATCHES"]

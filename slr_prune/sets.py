@@ -25,8 +25,11 @@ import torch
 from torch import Tensor
 
 from .errors import SpecError
+from .registry import Registry
 
 __all__ = [
+    "FORMS",
+    "register_form",
     "ConstraintSet",
     "TopKSet",
     "Unstructured",
@@ -40,6 +43,11 @@ __all__ = [
     "topk_mask",
     "segmented_topk_masks",
 ]
+
+
+FORMS: Registry[ConstraintSet] = Registry("form", defaults={"global_budget": False})
+"""Sparsity forms by name; an entry's options say what a rule passes (ratio, scope, n, m)."""
+register_form = FORMS.register
 
 
 def n_keep(ratio: float, n: int) -> int:
@@ -127,6 +135,7 @@ class TopKSet(ConstraintSet):
         return type(self)(ratio=self.ratio * fraction, scope=self.scope)
 
 
+@register_form("unstructured", global_budget=True)
 @dataclass(frozen=True)
 class Unstructured(TopKSet):
     """card(W) ≤ k: keep the k entries of largest magnitude."""
@@ -147,6 +156,7 @@ class Unstructured(TopKSet):
         return math.prod(shape)
 
 
+@register_form("filter")
 @dataclass(frozen=True)
 class Filter(TopKSet):
     """At most k non-zero output filters (rows of W viewed as out × rest)."""
@@ -163,6 +173,7 @@ class Filter(TopKSet):
         return shape[0]
 
 
+@register_form("channel")
 @dataclass(frozen=True)
 class Channel(TopKSet):
     """At most k non-zero input channels (dim 1 of the weight)."""
@@ -179,6 +190,7 @@ class Channel(TopKSet):
         return shape[1]
 
 
+@register_form("column")
 @dataclass(frozen=True)
 class Column(TopKSet):
     """At most k non-zero columns of W viewed as out × (in·kh·kw) (the GEMM's K dimension)."""
@@ -195,6 +207,7 @@ class Column(TopKSet):
         return math.prod(shape[1:])
 
 
+@register_form("nm")
 @dataclass(frozen=True)
 class NM(ConstraintSet):
     """N:M sparsity along the input dimension: at most N non-zeros in every M consecutive inputs.
@@ -241,6 +254,7 @@ KERNEL_PATTERNS: tuple[tuple[int, ...], ...] = (
 )  # fmt: skip
 
 
+@register_form("pattern")
 @dataclass(frozen=True)
 class Pattern(ConstraintSet):
     """Every 3×3 kernel follows one of `patterns` (each lists the positions it zeroes).

@@ -15,25 +15,17 @@ import fnmatch
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from .errors import SpecError
-from .sets import NM, Channel, Column, ConstraintSet, Filter, Pattern, TopKSet, Unstructured, check_ratio
+from .sets import FORMS, ConstraintSet, TopKSet, check_ratio
 
-__all__ = ["Rule", "PruneSpec", "FORMS", "prunable_weights"]
+__all__ = ["Rule", "PruneSpec", "FORMS", "prunable_weights", "parse_ratios"]
 
-FORMS: dict[str, type[ConstraintSet]] = {
-    "unstructured": Unstructured,
-    "filter": Filter,
-    "channel": Channel,
-    "column": Column,
-    "nm": NM,
-    "pattern": Pattern,
-}
 PRUNABLE_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -41,9 +33,10 @@ PRUNABLE_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 class Rule:
     """Parameters whose name matches `pattern` (fnmatch glob) get `form` at `ratio`.
 
-    `form` is one of FORMS, or "N:M" shorthand such as "2:4".  `scope="global"` gives every
-    parameter this rule matches one shared budget (unstructured only).  N:M and pattern sets
-    fix their own density, so their ratio is ignored.
+    `form` is a registered form (`FORMS`), or "N:M" shorthand such as "2:4".  `scope="global"`
+    gives every parameter this rule matches one shared budget (forms with the `global_budget`
+    trait).  Forms without a ratio option (N:M, pattern) fix their own density and ignore
+    `ratio` (the command line refuses one).
     """
 
     pattern: str
@@ -69,19 +62,23 @@ class Rule:
         check_ratio(self.ratio, f"rule {self.pattern!r}")
         if self.scope not in ("layer", "global"):
             raise SpecError(f"rule {self.pattern!r}: scope {self.scope!r} is not 'layer' or 'global'")
-        if self.scope == "global" and self.form != "unstructured":
+        if self.scope == "global" and not FORMS[self.form].global_budget:
+            valid = ", ".join(repr(f) for f in FORMS.list(global_budget=True))
             raise SpecError(
                 f"rule {self.pattern!r}: a global budget compares magnitudes across layers and is "
-                f"defined for form 'unstructured' only, not {self.form!r}"
+                f"defined for form {valid} only, not {self.form!r}"
             )
         self.make_set()  # validates n, m
 
+    @property
+    def has_ratio(self) -> bool:
+        """Whether the form takes a prune ratio (N:M and pattern fix their own density)."""
+        return form_has_ratio(self.form)
+
     def make_set(self) -> ConstraintSet:
-        if self.form == "nm":
-            return NM(n=self.n, m=self.m)
-        if self.form == "pattern":
-            return Pattern()
-        return FORMS[self.form](ratio=self.ratio, scope=self.scope)
+        entry = FORMS[self.form]
+        given = {"ratio": self.ratio, "scope": self.scope, "n": self.n, "m": self.m}
+        return entry.build(**{f.name: given[f.name] for f in fields(entry.options) if f.name in given})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -90,6 +87,12 @@ class Rule:
         if self.scope == "layer":
             del d["scope"]
         return d
+
+
+def form_has_ratio(form: str) -> bool:
+    """Whether the registered form (or "N:M") takes a prune ratio."""
+    name = "nm" if ":" in form else form
+    return name in FORMS and any(f.name == "ratio" for f in fields(FORMS[name].options))
 
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -194,7 +197,7 @@ class PruneSpec:
                 k = s.kept(p.shape)
                 kept, ratio = f"{k:,}", f"{1 - k / numel:.3f}"
                 kept_total += k
-            form = f"{s.n}:{s.m}" if isinstance(s, NM) else s.form
+            form = f"{s.n}:{s.m}" if s.form == "nm" else s.form
             rows.append((name, _shape(p.shape), form, ratio, f"{numel:,}", kept))
         rows.append(("total (conv/linear weights)", "", "", f"{1 - kept_total / total:.3f}",
                      f"{total:,}", f"{math.floor(kept_total):,}"))

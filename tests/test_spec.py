@@ -59,7 +59,7 @@ def test_describe_counts_on_resnet18():
 @pytest.mark.parametrize("spec", [
     PruneSpec.uniform(0.7, form="channel", exclude=["fc.*"], include_last=True),
     PruneSpec([Rule("layer1.*", form="4:8"), Rule("layer*", ratio=0.5, scope="global")]),
-    PruneSpec.layerwise({"layer1.*": 0.3, "layer2.*": 0.6}, form="pattern"),
+    PruneSpec.layerwise({"layer1.*": 0.3, "layer2.*": 0.6}, form="filter"),
 ])
 def test_yaml_and_json_round_trip(spec, tmp_path):
     assert PruneSpec.from_yaml(spec.to_yaml()) == spec
@@ -134,3 +134,9 @@ def test_resolved_sets_project_real_weights():
     w = dict(model.named_parameters())["layer1.0.conv1.weight"].detach()
     assert int(sets["layer1.0.conv1.weight"].mask(w).sum()) == 3686
     assert torch.count_nonzero(sets["layer1.0.conv1.weight"].project(w)) == 3686
+
+
+def test_fixed_density_forms_have_no_ratio_option():
+    assert not Rule("*", form="2:4").has_ratio and not Rule("*", form="pattern").has_ratio
+    assert Rule("*", form="filter", ratio=0.5).has_ratio
+    assert Rule("*", form="2:4", ratio=0.9).make_set() == Rule("*", form="2:4").make_set()

@@ -249,10 +249,8 @@ def test_export_of_a_masked_model_leaves_it_usable(task, tmp_path):
 
 # ---- CLI ------------------------------------------------------------------------------------------------
 def test_cli_prune_and_evaluate(monkeypatch, capsys, data, tmp_path):
-    from slr_prune.adapters import TASKS
     from slr_prune.cli import main
 
-    monkeypatch.setitem(TASKS, "yolo", "slr_prune.adapters.yolo:YoloTask")  # the registration the lead adds
     out = tmp_path / "run"
     common = ["--task", "yolo", "--data", str(data), "--image-size", "64", "--batch-size", "8", "--device", "cpu"]
     code = main(["prune", *common, "--method", "magnitude", "--ratio", "0.5", "--finetune-epochs", "0",

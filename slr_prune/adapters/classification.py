@@ -12,11 +12,13 @@ from torch import Tensor, nn
 
 from ..data import classification_datasets
 from ..models import create_model
+from ..task import register_task
 from .base import DatasetTask
 
 __all__ = ["ClassificationTask"]
 
 
+@register_task("classification")
 class ClassificationTask(DatasetTask):
     """`model` by registry name (see slr_prune.models.list_models), `dataset` digits|cifar10|imagefolder."""
 

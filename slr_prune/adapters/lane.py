@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..task import register_task
 from .base import DatasetTask
 
 __all__ = ["LaneTask", "parse_image_size", "MODELS"]
@@ -67,6 +68,7 @@ def _check_head(image_size: tuple[int, int], griding_num: int, num_row_anchors: 
         raise ValueError(f"num_lanes must be even (half on each side of the car), got {num_lanes}")
 
 
+@register_task("lane")
 class LaneTask(DatasetTask):
     """UFLD (ResNet-18/34) on a TuSimple root; metric "accuracy" (TuSimple), also "fp" and "fn".
 

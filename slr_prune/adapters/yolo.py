@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from .base import Task
+from ..task import Task, register_task
 
 __all__ = ["YoloTask", "DetectionData", "load_data_yaml", "load_detection_model", "build_detection_model",
            "import_ultralytics", "MODEL_CONFIGS"]
@@ -370,6 +370,7 @@ def head_exclusions(model: nn.Module, mode: str = "last") -> tuple[str, ...]:
 
 
 # ---- the task ---------------------------------------------------------------------------------------
+@register_task("yolo")
 class YoloTask(Task):
     """YOLOv3 / YOLOv3-tiny detection: ultralytics model, loss and data; pycocotools mAP.
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..adapters.base import Task
+from ..task import Task
 from ..evaluate import BN_BATCHES, check_bn_batches, hard_prune_metrics, recalibrate_task_bn
 from ..masks import Masks, squash
 from ..metrics import cost_summary
+from ..sets import ConstraintSet
 from ..solvers import SOLVERS
 from ..spec import PruneSpec
 from . import distributed as dist_utils
@@ -61,18 +63,20 @@ class PruneResult:
         return asdict(self)
 
 
-def prune(model: nn.Module, task: Task, spec: PruneSpec, method: str = "slr", *,
+def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, ConstraintSet], method: str = "slr", *,
           train: TrainConfig | None = None, finetune: TrainConfig | None = None,
-          solver_options: dict[str, Any] | None = None, out_dir: str | Path | None = None,
+          solver_options: Mapping[str, Any] | Any = None, out_dir: str | Path | None = None,
           resume: bool = False, dense_metrics: dict[str, float] | None = None,
           bn_batches: int = BN_BATCHES) -> PruneResult:
-    """Prune `model` in place with `method` (slr | admm | magnitude) under `spec`; see module doc.
+    """Prune `model` in place with the registered solver `method` under `spec`; see module doc.
 
+    `spec` is a PruneSpec or resolved sets {parameter name: ConstraintSet} (e.g. an allocation);
+    `solver_options` a mapping or the entry's options dataclass (`SOLVERS.get(method).options`).
     `bn_batches` training batches re-estimate the BatchNorm statistics after every hard prune
     (0: never); a model without BatchNorm reports only `hard_prune`.
     """
-    if method not in SOLVERS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SOLVERS)}")
+    entry = SOLVERS.get(method)
+    options = entry.check_options(solver_options or {})
     check_bn_batches(bn_batches)  # before any compute
     start = time.perf_counter()
     train = train or TrainConfig()
@@ -85,7 +89,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec, method: str = "slr", *,
     costs_before = cost_summary(model, example)
     dense = dense_metrics or task.evaluate(model, device)
 
-    solver = SOLVERS[method](model, spec, **dict(solver_options or {}))
+    solver = entry.build(model, spec, **options)
     metric = task.metric
 
     def hard_prune_hook(trainer: Trainer) -> dict[str, Any]:
@@ -119,7 +123,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec, method: str = "slr", *,
         squash(model)
 
     result = PruneResult(
-        method=method, spec=spec.to_dict(), metric=metric, dense=dense, hard_prune=hard,
+        method=method, spec=_spec_record(spec), metric=metric, dense=dense, hard_prune=hard,
         hard_prune_bn=hard_bn, bn_batches=bn_batches if hard_bn is not None else 0,
         target_sparsity=(1 - target_kept / total) if not has_global else float("nan"),
         sparsity=1 - kept / total, epochs=epochs, finetune=tuned,
@@ -130,6 +134,12 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec, method: str = "slr", *,
         save_atomic({"model": model.state_dict(), "masks": Masks(masks).state_dict(),
                      "result": result.to_dict()}, out / "pruned.pt")
     return result
+
+
+def _spec_record(spec: PruneSpec | Mapping[str, ConstraintSet]) -> dict[str, Any]:
+    if isinstance(spec, PruneSpec):
+        return spec.to_dict()
+    return {"sets": {name: repr(s) for name, s in spec.items()}}
 
 
 def _totals(summary: dict[str, Any]) -> dict[str, Any]:

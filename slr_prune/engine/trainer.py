@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters.base import Task
+from ..task import Task
 from ..probe import probe_closure
 from ..solvers.base import Solver
 from . import distributed as dist_utils

@@ -1,10 +1,8 @@
-"""Pruning solvers with one API: SLR (the method), ADMM and Magnitude (the baselines)."""
+"""Pruning solvers, registered by name in `SOLVERS` (`register_solver` adds one)."""
 
 from .admm import ADMM
-from .base import PenaltySolver, Solver
+from .base import SOLVERS, PenaltySolver, Solver, register_solver
 from .magnitude import Magnitude
 from .slr import SLR
 
-SOLVERS = {"slr": SLR, "admm": ADMM, "magnitude": Magnitude}
-
-__all__ = ["SLR", "ADMM", "Magnitude", "Solver", "PenaltySolver", "SOLVERS"]
+__all__ = ["SLR", "ADMM", "Magnitude", "Solver", "PenaltySolver", "SOLVERS", "register_solver"]

@@ -6,21 +6,26 @@ U ← U + W − Z with U = Λ/ρ).  No optimality conditions guard the update an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..sets import ConstraintSet
 from ..spec import PruneSpec
-from .base import Closure, PenaltySolver
+from .base import Closure, PenaltySolver, register_solver
 
 __all__ = ["ADMM"]
 
 
+@register_solver("admm", penalty=True)
 class ADMM(PenaltySolver):
-    """ADMM pruning solver; `interval` is how many `step()` calls make one Z/Λ update."""
+    """ADMM (alternating direction method of multipliers); `interval` step() calls make one Z/Λ update."""
 
-    def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1, interval: int = 1,
+    option_help = {"interval": "epochs (step() calls) between Z/U updates"}
+
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, rho: float = 0.1, interval: int = 1,
                  rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
                  rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
                  updates_per_epoch: int = 1):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -17,12 +16,19 @@ from torch import Tensor, nn
 
 from ..errors import StateError
 from ..masks import Masks
-from ..sets import Projector
+from ..registry import Registry
+from ..sets import ConstraintSet, Projector
 from ..spec import PruneSpec
+from ..utils import weights_set_to
 
-__all__ = ["Solver", "PenaltySolver", "Closure", "weights_set_to", "cubic_fraction"]
+__all__ = ["Solver", "PenaltySolver", "Closure", "cubic_fraction", "SOLVERS", "register_solver"]
 
 Closure = Callable[[], float | Tensor]
+
+SOLVERS: Registry[Solver] = Registry("solver", defaults={"trains": True, "penalty": False})
+"""Pruning solvers by name (`slr`, `admm`, `magnitude`, ...); traits: `trains` (needs training
+epochs with its default options), `penalty` (adds ρ-terms: the ρ options apply)."""
+register_solver = SOLVERS.register
 
 RHO_END = 30.0
 """Where the CLI's and the demo's ρ schedule ends (ρ 0.1 → 30 over the run; benchmarks/solver_study.py)."""
@@ -39,10 +45,18 @@ class Solver:
     trains = True
     """Whether the solver needs training epochs (False: it only projects at the end)."""
 
-    def __init__(self, model: nn.Module, spec: PruneSpec, *, strategy: str = "auto", update_every: int = 0,
-                 updates_per_epoch: int = 1):
-        if not isinstance(spec, PruneSpec):
-            raise TypeError(f"spec must be a PruneSpec, got {type(spec).__name__}")
+    option_help = {
+        "update_every": "a multiplier update every N mini-batches (0: see --updates-per-epoch)",
+        "updates_per_epoch": "multiplier updates spread evenly over each epoch",
+    }
+
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, strategy: str = "auto",
+                 update_every: int = 0, updates_per_epoch: int = 1):
+        if isinstance(spec, Mapping):
+            spec = _checked_sets(model, spec)
+        elif not isinstance(spec, PruneSpec):
+            raise TypeError(f"spec must be a PruneSpec or a mapping of parameter name to ConstraintSet, "
+                            f"got {type(spec).__name__}")
         if not (isinstance(update_every, int) and update_every >= 0):
             raise ValueError(f"update_every must be an integer ≥ 0 (0: once per epoch), got {update_every!r}")
         if not (isinstance(updates_per_epoch, int) and updates_per_epoch >= 1):
@@ -52,7 +66,7 @@ class Solver:
         self.batches_per_epoch = 0
         self.model = model
         self.spec = spec
-        self.projector = Projector(spec.resolve(model), strategy=strategy)
+        self.projector = Projector(spec if isinstance(spec, dict) else spec.resolve(model), strategy=strategy)
         self.names = self.projector.names()
         params = dict(model.named_parameters())
         self.params: list[nn.Parameter] = [params[n] for n in self.names]
@@ -157,7 +171,16 @@ class PenaltySolver(Solver):
     (progressive ADMM); the hard prune and the evaluator always use the full target.
     """
 
-    def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1,
+    option_help = {
+        "rho": "quadratic penalty ρ",
+        "rho_growth": "ρ ← ρ·growth after every update",
+        "rho_max": "cap on ρ under --rho-growth",
+        "rho_end": "grow ρ geometrically from --rho to this value over the run",
+        "rho_balance": "residual balancing of ρ with this ratio μ > 1 (0: off, use --rho-growth)",
+        "ramp": "raise the Z-step's sparsity on a cubic ramp over this many Z-steps (0: full target)",
+    }
+
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, rho: float = 0.1,
                  rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
                  rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
                  updates_per_epoch: int = 1):
@@ -294,22 +317,23 @@ class PenaltySolver(Solver):
         return weights_set_to(self.params, values)
 
 
+def _checked_sets(model: nn.Module, sets: Mapping[str, ConstraintSet]) -> dict[str, ConstraintSet]:
+    """Resolved sets given directly (e.g. by the allocator or a structured criterion), checked."""
+    params = dict(model.named_parameters())
+    for name, s in sets.items():
+        if name not in params:
+            raise ValueError(f"sets: {name!r} is not a parameter of the model")
+        if not isinstance(s, ConstraintSet):
+            raise TypeError(f"sets[{name!r}] must be a ConstraintSet, got {type(s).__name__}")
+        s.validate(name, params[name].shape)
+    if not sets:
+        raise ValueError("sets: give at least one parameter to prune")
+    return dict(sets)
+
+
 def cubic_fraction(t: int, steps: int) -> float:
     """Share of the target ratio after t of `steps` steps on the cubic ramp of Zhu & Gupta (2017)."""
     return 1.0 - (1.0 - min(t, steps) / steps) ** 3
-
-
-@contextmanager
-def weights_set_to(params: list[Tensor], values: list[Tensor]):
-    """Temporarily load `values` into `params` (e.g. a previous iterate or a hard-pruned copy)."""
-    saved = [p.detach().clone() for p in params]
-    with torch.no_grad():
-        torch._foreach_copy_([p.data for p in params], values)
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            torch._foreach_copy_([p.data for p in params], saved)
 
 
 def eval_closure(closure: Closure, where: str) -> float:

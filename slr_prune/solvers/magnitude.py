@@ -8,27 +8,36 @@ otherwise regrow them), so pruned weights stay pruned as the ratio rises.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from ..errors import StateError
+from ..sets import ConstraintSet
 from ..spec import PruneSpec
-from .base import Closure, Solver, cubic_fraction
+from .base import Closure, Solver, cubic_fraction, register_solver
 
 __all__ = ["Magnitude"]
 
+Schedule = Literal["oneshot", "cubic"]
 
+
+@register_solver("magnitude", trains=False)
 class Magnitude(Solver):
     """Magnitude pruning with `schedule` "oneshot" or "cubic" over `steps` calls of `step()`.
 
     `steps=None` (cubic) ramps over the whole run, as planned by `begin()` (the Trainer calls it).
     """
 
-    def __init__(self, model: nn.Module, spec: PruneSpec, *, schedule: str = "oneshot",
-                 steps: int | None = None, strategy: str = "auto", update_every: int = 0):
-        if schedule not in ("oneshot", "cubic"):
+    option_help = {"schedule": "one-shot from the checkpoint (no training), or gradual (cubic) over --epochs"}
+    option_flags = {"schedule": "schedule-magnitude"}
+
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *,
+                 schedule: Schedule = "oneshot", steps: int | None = None, strategy: str = "auto",
+                 update_every: int = 0):
+        if schedule not in get_args(Schedule):
             raise ValueError(f"schedule must be 'oneshot' or 'cubic', got {schedule!r}")
         if not (steps is None or (isinstance(steps, int) and steps >= 1)):
             raise ValueError(f"steps must be a positive integer or None (the whole run), got {steps!r}")

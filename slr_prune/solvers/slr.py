@@ -31,24 +31,38 @@ multiplier ADMM's first step sets, scaled to the current residual, before the co
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
+from ..sets import ConstraintSet
 from ..spec import PruneSpec
-from .base import Closure, PenaltySolver, eval_closure
+from .base import Closure, PenaltySolver, eval_closure, register_solver
 
 __all__ = ["SLR", "STEP_SCALES"]
 
-STEP_SCALES = ("absolute", "rho")
+StepScale = Literal["absolute", "rho"]
+STEP_SCALES = get_args(StepScale)
 
 
+@register_solver("slr", penalty=True)
 class SLR(PenaltySolver):
-    """SLR pruning solver; defaults are the authors' (ρ 0.1, M 300, r 0.1, s0 0.01)."""
+    """SLR (surrogate Lagrangian relaxation); defaults are the authors' (ρ 0.1, M 300, r 0.1, s0 0.01)."""
 
-    def __init__(self, model: nn.Module, spec: PruneSpec, *, rho: float = 0.1, M: float = 300.0,
-                 r: float = 0.1, s0: float = 0.01, step_scale: str = "absolute", s_max: float | None = None,
+    option_help = {
+        "M": "step-size parameter M > 1",
+        "r": "step-size parameter 0 < r < 1",
+        "s0": "initial multiplier step size",
+        "step_scale": "s is an absolute dual step, or counts in units of ρ",
+        "s_max": "cap on the step size s",
+        "warm_start": "the first multiplier is ρ(W − Z), ADMM's first step",
+    }
+
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, rho: float = 0.1,
+                 M: float = 300.0, r: float = 0.1, s0: float = 0.01, step_scale: StepScale = "absolute",
+                 s_max: float | None = None,
                  rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
                  rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
                  updates_per_epoch: int = 4, warm_start: bool = False):
