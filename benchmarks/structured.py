@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from slr_prune.adapters import ClassificationTask  # noqa: E402
 from slr_prune.engine import TrainConfig, Trainer, resolve_device  # noqa: E402
 from slr_prune.engine.checkpoint import load_checkpoint, save_atomic  # noqa: E402
-from slr_prune.structured import structured_prune, torch_pruning_baseline  # noqa: E402
+from slr_prune.structured import CRITERIA, structured_prune, torch_pruning_baseline  # noqa: E402
 
-ALL_CRITERIA = ("l1", "l2", "nuclear", "chip", "lfe", "slr", "admm")
+ALL_CRITERIA = tuple(CRITERIA.list())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

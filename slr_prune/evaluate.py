@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .task import Task
 from .bn import batchnorm_layers, recalibrate_bn
 from .sets import Projector
-from .utils import weights_set_to
 from .spec import PruneSpec
+from .task import Task
+from .utils import weights_set_to
 
 __all__ = ["hard_prune_metrics", "sparsity_sweep", "recalibrate_task_bn", "check_bn_batches", "BN_BATCHES"]
 

@@ -44,7 +44,7 @@ def options_dataclass(builder: Callable[..., Any], name: str, *, skip: frozenset
         if p.name in ("self", *skip) or positional_input or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         default = p.default if p.default is not p.empty else dataclasses.MISSING
-        meta = {"help": (help or {}).get(p.name, ""), "flag": (flags or {}).get(p.name, p.name)}
+        meta = {"help": (help or {}).get(p.name, ""), "flag": (flags or {}).get(p.name, p.name.replace("_", "-"))}
         fields.append((p.name, hints.get(p.name, Any), field(default=default, metadata=meta)))
     options = dataclasses.make_dataclass(name, fields, frozen=True)
     options.__module__ = getattr(builder, "__module__", __name__)

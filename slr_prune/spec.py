@@ -89,6 +89,20 @@ class Rule:
         return d
 
 
+def parse_ratios(text: str, where: str = "ratios") -> dict[str, float]:
+    """'glob=ratio,glob=ratio' → {glob: ratio} (the command line's per-layer ratios)."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        glob, sep, value = item.partition("=")
+        if not sep or not glob.strip():
+            raise SpecError(f"{where} item {item!r} is not glob=ratio")
+        try:
+            out[glob.strip()] = float(value)
+        except ValueError as e:
+            raise SpecError(f"{where} item {item!r}: {value!r} is not a number") from e
+    return out
+
+
 def form_has_ratio(form: str) -> bool:
     """Whether the registered form (or "N:M") takes a prune ratio."""
     name = "nm" if ":" in form else form

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from .registry import Registry
 
-__all__ = ["Task", "TASKS", "register_task", "create_task"]
+__all__ = ["Task", "TASKS", "register_task", "create_task", "task_name"]
 
 TASKS: Registry[Task] = Registry("task")
 """Model families by name; every builder takes the common keyword arguments (model, dataset,
@@ -31,6 +31,11 @@ register_task = TASKS.register
 def create_task(name: str, **options: Any) -> Task:
     """Build the task registered as `name` with the common keyword arguments."""
     return TASKS.get(name).build(**options)
+
+
+def task_name(task: Task) -> str | None:
+    """The registered name of `task`'s class (stored in checkpoints next to `task.record()`)."""
+    return next((e.name for e in TASKS.entries() if type(task) is e.builder), None)
 
 
 class Task(ABC):

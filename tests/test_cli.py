@@ -18,25 +18,32 @@ def test_describe(capsys):
 
 
 def test_train_prune_evaluate_finetune_chain(capsys, tmp_path):
-    dense = tmp_path / "dense.pt"
-    code, out, err = run(capsys, "train", "--epochs", 2, "--no-progress", "--out", dense)
+    dense = tmp_path / "dense" / "dense.pt"
+    code, out, err = run(capsys, "train", "--epochs", 2, "--no-progress", "--out", tmp_path / "dense")
     assert code == 0, err
-    assert dense.exists() and "dense accuracy" in out
+    assert dense.exists() and "dense accuracy" in out and "train 2/2  loss" in out
+    assert not (tmp_path / "dense" / "train.state.pt").exists()  # removed without --keep-checkpoints
     code, out, err = run(capsys, "prune", "--checkpoint", dense, "--method", "admm", "--ratio", 0.8,
                          "--epochs", 1, "--finetune-epochs", 1, "--no-progress", "--out", tmp_path / "p")
     assert code == 0, err
-    report = json.loads((tmp_path / "p" / "report.json").read_text())[0]
-    assert report["method"] == "admm" and abs(report["sparsity"] - 0.8) < 1e-3
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["settings"]["options"]["ratio"] == 0.8 and report["environment"]["torch"]
+    assert report["settings"]["solver_options"]["admm"]["rho"] == 0.1  # resolved defaults recorded
+    result = report["results"][0]
+    assert result["method"] == "admm" and abs(result["sparsity"] - 0.8) < 1e-3
+    assert (tmp_path / "p" / "args.yaml").read_text().startswith("command: prune")
+    assert "admm 1/1  loss" in out and "hard-prune" in out and "distance" in out and "ρ" in out
+    assert not (tmp_path / "p" / "admm.pt").exists() and (tmp_path / "p" / "pruned.pt").exists()
     assert (tmp_path / "p" / "hard_prune.png").stat().st_size > 0
     code, out, err = run(capsys, "evaluate", "--checkpoint", tmp_path / "p" / "pruned.pt", "--sweep", "0.9,0.95")
     assert code == 0, err
     assert "ratio 0.950: accuracy" in out
     assert "features.7 " in out and "accuracy" in out and "sparse MACs" in out
     code, out, err = run(capsys, "finetune", "--checkpoint", tmp_path / "p" / "pruned.pt", "--epochs", 1,
-                         "--no-progress", "--out", tmp_path / "ft.pt")
+                         "--no-progress", "--out", tmp_path / "ft")
     assert code == 0, err
     import torch
-    ft = torch.load(tmp_path / "ft.pt", weights_only=True)
+    ft = torch.load(tmp_path / "ft" / "finetuned.pt", weights_only=True)
     for name, mask in ft["masks"].items():
         assert torch.all(ft["model"][name][~mask] == 0)  # fine-tuning kept the zeros
 
@@ -47,7 +54,7 @@ def test_compare_from_a_config_file(capsys, tmp_path):
                       "spec:\n  rules:\n    - {pattern: 'features.*', ratio: 0.5}\n")
     code, out, err = run(capsys, "compare", "--config", config, "--no-progress", "--out", tmp_path / "cmp")
     assert code == 0, err
-    methods = [r["method"] for r in json.loads((tmp_path / "cmp" / "report.json").read_text())]
+    methods = [r["method"] for r in json.loads((tmp_path / "cmp" / "report.json").read_text())["results"]]
     assert methods == ["slr", "magnitude"] and "hard-prune accuracy" in out
 
 
@@ -79,7 +86,7 @@ def test_spec_that_does_not_fit_the_model(capsys, tmp_path):
 
 def test_checkpoint_of_another_model(capsys, tmp_path):
     dense = tmp_path / "dense.pt"
-    assert run(capsys, "train", "--epochs", 0, "--out", dense)[0] == 0
+    assert run(capsys, "train", "--epochs", 0, "--out", tmp_path)[0] == 0
     code, _, err = run(capsys, "evaluate", "--checkpoint", dense, "--model", "resnet20")
     assert code == 2 and "does not fit" in err
 
@@ -95,10 +102,11 @@ def test_bad_config_key(capsys, tmp_path):
 @pytest.mark.parametrize("config", sorted(__import__("pathlib").Path(__file__).parents[1].glob("configs/*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_configs_parse_and_fit_their_models(config):
-    from slr_prune.cli import apply_config, build_parser, make_spec
+    from slr_prune.cli import build_parser, parse
+    from slr_prune.cli.common import make_spec
     from slr_prune.models import create_model
 
-    args = apply_config(build_parser(), ["prune", "--config", str(config)])
+    args = parse(build_parser(), ["prune", "--config", str(config)])
     size = 224 if args.dataset == "imagefolder" else 8 if args.dataset == "digits" else 32
     model = create_model(args.model, image_size=size, in_channels=1 if args.dataset == "digits" else 3)
     assert make_spec(args).resolve(model)

@@ -164,12 +164,10 @@ def test_torch_pruning_baseline_meets_target():
 
 
 def test_cli_structured_subcommand(tmp_path, capsys):
-    import argparse
+    from slr_prune.cli import build_parser
+    from slr_prune.cli import structured as cli
 
-    from slr_prune.structured import cli
-
-    parser = argparse.ArgumentParser()
-    cli.add_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     out = tmp_path / "run"
     args = parser.parse_args(["structured", "--model", "digits_cnn", "--dataset", "digits", "--criterion", "nuclear",
                               "--flops-target", "0.6", "--allocation", "convex", "--round-to", "4",

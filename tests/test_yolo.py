@@ -257,8 +257,13 @@ def test_cli_prune_and_evaluate(monkeypatch, capsys, data, tmp_path):
                  "--no-progress", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    report = json.loads((out / "report.json").read_text())[0]
+    report = json.loads((out / "report.json").read_text())["results"][0]
     assert report["metric"] == "map50" and report["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    for fmt in ("ultralytics", "onnx"):
+        code = main(["export", "--checkpoint", str(out / "pruned.pt"), "--format", fmt, "--out", str(tmp_path / "x")])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert f"as {fmt}" in captured.out and "— match" in captured.out
     code = main(["evaluate", *common, "--checkpoint", str(out / "pruned.pt")])
     captured = capsys.readouterr()
     assert code == 0, captured.err

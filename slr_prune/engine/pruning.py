@@ -10,21 +10,21 @@ ones) → masked fine-tuning → squash.  With `out_dir` every phase checkpoints
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..task import Task
 from ..evaluate import BN_BATCHES, check_bn_batches, hard_prune_metrics, recalibrate_task_bn
 from ..masks import Masks, squash
 from ..metrics import cost_summary
 from ..sets import ConstraintSet
 from ..solvers import SOLVERS
 from ..spec import PruneSpec
+from ..task import Task, task_name
 from . import distributed as dist_utils
 from .checkpoint import save_atomic
 from .trainer import TrainConfig, Trainer, resolve_device
@@ -67,13 +67,14 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
           train: TrainConfig | None = None, finetune: TrainConfig | None = None,
           solver_options: Mapping[str, Any] | Any = None, out_dir: str | Path | None = None,
           resume: bool = False, dense_metrics: dict[str, float] | None = None,
-          bn_batches: int = BN_BATCHES) -> PruneResult:
+          bn_batches: int = BN_BATCHES, keep_checkpoints: bool = True) -> PruneResult:
     """Prune `model` in place with the registered solver `method` under `spec`; see module doc.
 
     `spec` is a PruneSpec or resolved sets {parameter name: ConstraintSet} (e.g. an allocation);
     `solver_options` a mapping or the entry's options dataclass (`SOLVERS.get(method).options`).
     `bn_batches` training batches re-estimate the BatchNorm statistics after every hard prune
-    (0: never); a model without BatchNorm reports only `hard_prune`.
+    (0: never); a model without BatchNorm reports only `hard_prune`.  With `keep_checkpoints`
+    False the per-phase training checkpoints in `out_dir` are removed once pruned.pt is written.
     """
     entry = SOLVERS.get(method)
     options = entry.check_options(solver_options or {})
@@ -131,8 +132,11 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
         seconds=time.perf_counter() - start,
     )
     if out is not None and dist_utils.is_main():
-        save_atomic({"model": model.state_dict(), "masks": Masks(masks).state_dict(),
-                     "result": result.to_dict()}, out / "pruned.pt")
+        save_atomic({"model": model.state_dict(), "masks": Masks(masks).state_dict(), "task": task.record(),
+                     "task_name": task_name(task), "result": result.to_dict()}, out / "pruned.pt")
+        if not keep_checkpoints:
+            for phase in (out / f"{method}.pt", out / "finetune.pt"):
+                phase.unlink(missing_ok=True)
     return result
 
 

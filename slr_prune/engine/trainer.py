@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..task import Task
 from ..probe import probe_closure
 from ..solvers.base import Solver
+from ..task import Task
 from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_atomic
 
@@ -53,6 +53,8 @@ class TrainConfig:
     progress: bool = True
     probe_batches: int = 4
     log_every: int = 20
+    log_epochs: bool = False
+    """Print one line per epoch (metric, hard-prune metric, distance, ρ), with or without progress bars."""
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -78,6 +80,25 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def epoch_line(record: dict[str, Any], metric: str, desc: str, epochs: int) -> str:
+    """One epoch as a line: loss, the validation metric, the hard-prune metric (with BatchNorm
+    recalibration), the distance to the sparse set and ρ, when the record has them."""
+    parts = [f"{desc} {record['epoch']}/{epochs}", f"loss {record['train_loss']:.4f}"]
+    if metric in record:
+        parts.append(f"{metric} {100 * record[metric]:.2f}%")
+    if f"hard_prune_{metric}" in record:
+        bn = record.get(f"hard_prune_bn_{metric}")
+        parts.append(f"hard-prune {100 * record[f'hard_prune_{metric}']:.2f}%"
+                     + (f" (BN recal. {100 * bn:.2f}%)" if bn is not None else ""))
+    if "distance" in record:
+        parts.append(f"distance {record['distance']:.4f}")
+    rho = (record.get("solver") or {}).get("rho")
+    if rho is not None:
+        parts.append(f"ρ {rho:.3g}")
+    parts.append(f"{record['seconds']:.1f}s")
+    return "  ".join(parts)
 
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
@@ -200,6 +221,10 @@ class Trainer:
             record["seconds"] = time.perf_counter() - start
             self.history.append(record)
             self._save()
+            if self.config.log_epochs and dist_utils.is_main():
+                from tqdm.auto import tqdm
+
+                tqdm.write(epoch_line(record, self.task.metric, self.desc, self.config.epochs))
             for callback in self.callbacks:
                 callback(self, record)
         return self.history

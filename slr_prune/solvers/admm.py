@@ -19,14 +19,14 @@ from .base import Closure, PenaltySolver, register_solver
 __all__ = ["ADMM"]
 
 
-@register_solver("admm", penalty=True)
+@register_solver("admm", penalty=True, help="ADMM (multiplier step ρ)")
 class ADMM(PenaltySolver):
     """ADMM (alternating direction method of multipliers); `interval` step() calls make one Z/Λ update."""
 
     option_help = {"interval": "epochs (step() calls) between Z/U updates"}
 
-    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, rho: float = 0.1, interval: int = 1,
-                 rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, rho: float = 0.1,
+                 interval: int = 1, rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
                  rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
                  updates_per_epoch: int = 1):
         if not (isinstance(interval, int) and interval >= 1):

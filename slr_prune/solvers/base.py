@@ -213,6 +213,16 @@ class PenaltySolver(Solver):
         self.Lam: list[Tensor] = [torch.zeros_like(t) for t in self.Z]
         self._refresh()
 
+    @classmethod
+    def run_defaults(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """`given` options plus the shipped schedule for a new run: ρ grows from `rho` to RHO_END
+        over the run unless the user chose a schedule (the command line and the demo use this;
+        the constructor's own default keeps ρ fixed, the authors' setting)."""
+        out = dict(given)
+        if not {"rho_end", "rho_growth", "rho_max"} & set(out):
+            out["rho_end"] = RHO_END
+        return out
+
     def _refresh(self) -> None:
         """Cache Λ − ρZ so the per-step penalty gradient ρW + (Λ − ρZ) is two fused passes."""
         self._offset = torch._foreach_add(self.Lam, self.Z, alpha=-self.rho)

@@ -24,7 +24,7 @@ __all__ = ["Magnitude"]
 Schedule = Literal["oneshot", "cubic"]
 
 
-@register_solver("magnitude", trains=False)
+@register_solver("magnitude", trains=False, help="magnitude pruning, one-shot or gradual")
 class Magnitude(Solver):
     """Magnitude pruning with `schedule` "oneshot" or "cubic" over `steps` calls of `step()`.
 

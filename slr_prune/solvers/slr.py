@@ -47,7 +47,7 @@ StepScale = Literal["absolute", "rho"]
 STEP_SCALES = get_args(StepScale)
 
 
-@register_solver("slr", penalty=True)
+@register_solver("slr", penalty=True, help="surrogate Lagrangian relaxation (guarded multiplier steps)")
 class SLR(PenaltySolver):
     """SLR (surrogate Lagrangian relaxation); defaults are the authors' (ρ 0.1, M 300, r 0.1, s0 0.01)."""
 

@@ -30,39 +30,44 @@ import glob
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Registry
+from ..solvers import SOLVERS
 from .surgery import ChannelGraph, ChannelGroup, Member, SiteMasker
 
 __all__ = [
     "Calibration", "Criterion", "WeightNorm", "NuclearNorm", "CHIP", "LinearFilterEnsemble",
-    "SolverCriterion", "CRITERIA", "make_criterion", "chip_scores", "nuclear_scores", "fit_linear_model",
-    "tp_importance", "reduce_to_group",
+    "SolverCriterion", "CRITERIA", "register_criterion", "make_criterion", "chip_scores", "nuclear_scores",
+    "fit_linear_model", "tp_importance", "reduce_to_group",
 ]
 
 
 # ---- calibration data ---------------------------------------------------------------------
 def default_inputs(batch: Any) -> Any:
-    """The model input of a batch: the first item of a tuple/list, `batch['img']`, or the batch."""
+    """The model input of a plain batch: the first item of a tuple/list, or the batch itself."""
     if isinstance(batch, list | tuple):
         return batch[0]
-    if isinstance(batch, Mapping):
-        return batch["img"] if "img" in batch else next(iter(batch.values()))
     return batch
 
 
 @dataclass
 class Calibration:
-    """Fixed batches for data-driven criteria, with how to run the model and (optionally) its loss."""
+    """Fixed batches for data-driven criteria, with how to run the model and (optionally) its loss.
+
+    `run(model, batch)` runs the model on a batch (a task's `forward`); without it the model gets
+    `inputs(batch)` moved to `device`.
+    """
 
     batches: list[Any]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     inputs: Callable[[Any], Any] = default_inputs
     loss: Callable[[nn.Module, Any], Tensor] | None = None
+    run: Callable[[nn.Module, Any], Any] | None = None
 
     def __post_init__(self) -> None:
         self.batches = list(self.batches)
@@ -76,9 +81,12 @@ class Calibration:
         if n_batches < 1:
             raise ValueError(f"calibration batches must be ≥ 1, got {n_batches}")
         device = torch.device(device)
-        return cls(task.probe_batches(n_batches), device, loss=lambda m, b: task.loss(m, b, device))
+        return cls(task.probe_batches(n_batches), device, loss=lambda m, b: task.loss(m, b, device),
+                   run=lambda m, b: task.forward(m, b, device))
 
     def forward(self, model: nn.Module, batch: Any) -> Any:
+        if self.run is not None:
+            return self.run(model, batch)
         x = self.inputs(batch)
         return model(x.to(self.device) if isinstance(x, Tensor) else x)
 
@@ -161,6 +169,13 @@ def chip_scores(fmap: Tensor, max_elements: int = 1 << 24) -> Tensor:
 
 
 # ---- the criteria ------------------------------------------------------------------------
+CRITERIA: Registry[Criterion] = Registry("criterion", defaults={"workflow": ()})
+"""Filter criteria by name.  Trait `workflow`: keyword arguments the structured workflow supplies
+(a solver criterion's task, training config and solver options), not user options; `solver`:
+the registered solver a criterion trains with."""
+register_criterion = CRITERIA.register
+
+
 class Criterion(ABC):
     """Scores every channel of every group; higher means more worth keeping."""
 
@@ -185,6 +200,8 @@ class Criterion(ABC):
         return {"name": self.name}
 
 
+@register_criterion("l2", fixed={"p": 2}, help="L2 norm of each filter")
+@register_criterion("l1", fixed={"p": 1}, help="L1 norm of each filter")
 class WeightNorm(Criterion):
     """L_p norm of each filter (weight row and, with `bias=True`, its bias), averaged over producers."""
 
@@ -212,14 +229,16 @@ class WeightNorm(Criterion):
 
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "none": lambda t: t}
+Activation = Literal["relu", "none"]
 
 
 class FeatureCriterion(Criterion):
     """Base of feature-map criteria: hooks at the group sites, streaming per-channel sums."""
 
     needs_data = True
+    option_help = {"activation": "applied to the feature maps before scoring"}
 
-    def __init__(self, activation: str = "relu", dtype: torch.dtype = torch.float32):
+    def __init__(self, activation: Activation = "relu", dtype: torch.dtype = torch.float32):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
         if dtype not in (torch.float32, torch.float64):
@@ -264,12 +283,16 @@ class FeatureCriterion(Criterion):
         return {"name": self.name, "activation": self.activation, "dtype": str(self.dtype)}
 
 
+@register_criterion("nuclear")
 class NuclearNorm(FeatureCriterion):
     """Energy-aware pruning (Yeom et al.): the nuclear norm of each channel's feature maps."""
 
     name = "nuclear"
+    option_help = {"reading": "one N×HW matrix per channel over the batch, or one HW matrix per image"}
+    option_flags = {"reading": "nuclear-reading"}
 
-    def __init__(self, reading: str = "batch", activation: str = "relu", dtype: torch.dtype = torch.float32):
+    def __init__(self, reading: Literal["batch", "image"] = "batch", activation: Activation = "relu",
+                 dtype: torch.dtype = torch.float32):
         super().__init__(activation, dtype)
         if reading not in ("batch", "image"):
             raise ValueError(f"nuclear-norm reading {reading!r} is not 'batch' (N×HW per channel) or 'image'")
@@ -283,6 +306,7 @@ class NuclearNorm(FeatureCriterion):
         return {**super().describe(), "reading": self.reading}
 
 
+@register_criterion("chip")
 class CHIP(FeatureCriterion):
     """CHIP channel independence (Sui et al., NeurIPS 2021), averaged over every calibration image."""
 
@@ -333,6 +357,7 @@ def fit_linear_model(z: Tensor, y: Tensor, ridge: float = 1e-3, solver: str = "r
     return beta, float(ym - zm @ beta)
 
 
+@register_criterion("lfe")
 class LinearFilterEnsemble(Criterion):
     """Linear filter ensembles (Sándor et al.): importance = −β_i of a linear model of the loss.
 
@@ -344,8 +369,13 @@ class LinearFilterEnsemble(Criterion):
     name = "lfe"
     needs_data = True
     needs_loss = True
+    option_help = {"samples": "random filter masks (loss observations)",
+                   "keep_prob": "keep probability of each filter in a mask",
+                   "solver": "least squares in closed form, or with cvxpy"}
+    option_flags = {"samples": "lfe-samples", "keep_prob": "lfe-keep", "solver": "lfe-solver"}
 
-    def __init__(self, samples: int = 256, keep_prob: float = 0.75, ridge: float = 1e-3, solver: str = "ridge",
+    def __init__(self, samples: int = 256, keep_prob: float = 0.75, ridge: float = 1e-3,
+                 solver: Literal["ridge", "cvxpy"] = "ridge",
                  scope: str = "network", nonpositive: bool = False, seed: int = 0):
         if samples < 2:
             raise ValueError(f"samples must be ≥ 2, got {samples}")
@@ -394,6 +424,13 @@ class LinearFilterEnsemble(Criterion):
                 "solver": self.solver, "scope": self.scope}
 
 
+_WORKFLOW = ("task", "train", "solver_options")
+
+
+@register_criterion("admm", fixed={"method": "admm"}, skip=_WORKFLOW, workflow=_WORKFLOW, solver="admm",
+                    help="ADMM under filter constraints at the allocated ratios, then filter norms")
+@register_criterion("slr", fixed={"method": "slr"}, skip=_WORKFLOW, workflow=_WORKFLOW, solver="slr",
+                    help="SLR under filter constraints at the allocated ratios, then filter norms")
 class SolverCriterion(Criterion):
     """SLR or ADMM under filter constraints at the allocated ratios, then hard-pruned filter norms.
 
@@ -406,8 +443,9 @@ class SolverCriterion(Criterion):
 
     def __init__(self, method: str = "slr", task: Any = None, train: Any = None,
                  solver_options: Mapping[str, Any] | None = None):
-        if method not in ("slr", "admm"):
-            raise ValueError(f"solver criterion method {method!r} is not 'slr' or 'admm'")
+        if not SOLVERS.get(method).trains:
+            raise ValueError(f"solver criterion method {method!r} does not train; choose one of "
+                             f"{', '.join(SOLVERS.list(trains=True))}")
         self.name = method
         self.task, self.train, self.solver_options = task, train, dict(solver_options or {})
         self.result: Any = None
@@ -451,25 +489,14 @@ def _out_features(module: nn.Module) -> int:
     return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
-CRITERIA: dict[str, Callable[..., Criterion]] = {
-    "l1": lambda **kw: WeightNorm(p=1, **kw),
-    "l2": lambda **kw: WeightNorm(p=2, **kw),
-    "nuclear": NuclearNorm,
-    "chip": CHIP,
-    "lfe": LinearFilterEnsemble,
-    "slr": lambda **kw: SolverCriterion("slr", **kw),
-    "admm": lambda **kw: SolverCriterion("admm", **kw),
-}
-
-
 def make_criterion(name: str | Criterion, **options: Any) -> Criterion:
-    """A criterion by name (l1, l2, nuclear, chip, lfe, slr, admm) with its options."""
+    """A registered criterion (`CRITERIA`: l1, l2, nuclear, chip, lfe, slr, admm, ...) with its options."""
     if isinstance(name, Criterion):
         return name
-    if name not in CRITERIA:
-        raise ValueError(f"unknown criterion {name!r}; choose one of {', '.join(CRITERIA)}")
+    entry = CRITERIA.get(name)
     try:
-        return CRITERIA[name](**options)
+        return entry.build(**entry.check_options({k: v for k, v in options.items() if k not in entry.workflow}),
+                           **{k: v for k, v in options.items() if k in entry.workflow})
     except TypeError as e:
         raise ValueError(f"criterion {name!r}: bad option ({e})") from e
 

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from ..allocate import Allocation, allocate_convex, allocate_uniform, counts_from_ratios, polynomial_value
 from ..metrics.flops import cost_summary
-from .criteria import Calibration, Criterion, WeightNorm, make_criterion
+from ..task import task_name
+from .criteria import CRITERIA, Calibration, Criterion, WeightNorm, make_criterion
 from .record import save_pruned
 from .surgery import ChannelGraph, SiteMasker, plan_from_scores
 
@@ -101,6 +102,12 @@ def measure_sensitivity(graph: ChannelGraph, scores: Mapping[str, Tensor], calib
     return out
 
 
+def task_ignored(task: Any) -> list[str]:
+    """Module-name globs of the task's default exclusions (parameter globs without ".weight")."""
+    globs = getattr(task, "default_exclude", ()) if task is not None else ()
+    return [g.removesuffix(".weight") for g in globs]
+
+
 def _totals(summary: Mapping[str, Any]) -> dict[str, Any]:
     return {"params": summary["params"], "macs": summary["macs"]}
 
@@ -131,6 +138,7 @@ def structured_prune(model: nn.Module, task: Any = None, *, example_input: Tenso
     keep (0.5 = half); `ratios` maps globs over group or layer names to prune ratios.
     `allocation` "uniform" or "convex" (for targets).  `round_to` makes every kept channel count
     a multiple of it (1 = exact counts).  `finetune` is a `TrainConfig` (needs `task`).
+    The task's `default_exclude` (e.g. a detection head's output convs) joins `ignored_layers`.
     """
     from ..engine.trainer import Trainer, resolve_device
 
@@ -148,7 +156,7 @@ def structured_prune(model: nn.Module, task: Any = None, *, example_input: Tenso
         example_input = task.example_input()
     example = example_input.to(dev)
     options = dict(criterion_options or {})
-    if isinstance(criterion, str) and criterion in ("slr", "admm"):
+    if isinstance(criterion, str) and "task" in CRITERIA.get(criterion).workflow:
         options.setdefault("task", task)
     crit = make_criterion(criterion, **options)
     needs_calibration = crit.needs_data or allocation == "convex"
@@ -161,7 +169,7 @@ def structured_prune(model: nn.Module, task: Any = None, *, example_input: Tenso
     dense_copy = copy.deepcopy(model) if latency is not None else None
     before = cost_summary(model, example)
     dense = task.evaluate(model, dev) if task is not None else {}
-    graph = ChannelGraph(model, example[:1], ignored_layers)
+    graph = ChannelGraph(model, example[:1], [*ignored_layers, *task_ignored(task)])
     sizes = graph.sizes()
     seconds: dict[str, float] = {}
 
@@ -229,8 +237,8 @@ def structured_prune(model: nn.Module, task: Any = None, *, example_input: Tenso
         latency=lat, seconds=seconds, pruning_history=graph.pruning_history())
     if out_dir is not None:
         out = Path(out_dir)
-        extra = {"task": task.record() if task is not None else {}, "result": result.to_dict(),
-                 "pruning_history": result.pruning_history}
+        extra = {"task": task.record() if task is not None else {}, "task_name": task_name(task),
+                 "result": result.to_dict(), "pruning_history": result.pruning_history}
         save_pruned(out / "pruned.pt", model, extra)
         (out / "report.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
     return result

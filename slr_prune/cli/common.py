@@ -1,0 +1,214 @@
+"""What the commands share: argument groups, config files, building the task, spec and configs,
+loading checkpoints, and the run folder (args.yaml, report.json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import adapters  # noqa: F401  (registers the built-in tasks)
+from ..errors import SpecError, StateError
+from ..solvers import SOLVERS
+from ..task import TASKS
+
+__all__ = ["HelpFormatter", "task_args", "train_args", "spec_args", "solver_args", "bn_args", "run_folder_args",
+           "make_task", "make_spec", "train_config", "solver_options", "load_model", "write_run_files",
+           "environment"]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default once, and not at all when it is None/False (nothing to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or "default:" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+# ---- argument groups ------------------------------------------------------------------------
+def task_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("task and data")
+    g.add_argument("--task", default=None, choices=TASKS.list(),
+                   help="model family (default: the checkpoint's, else classification)")
+    g.add_argument("--model", default=None, help="architecture name, e.g. digits_cnn, resnet18, resnet56, "
+                   "yolov3-tiny, ufld_resnet18 (default: the checkpoint's, else the task's)")
+    g.add_argument("--dataset", default=None,
+                   help="classification: digits (ships with the package), cifar10 or imagefolder (read from --data)")
+    g.add_argument("--data", default=None, help="dataset root folder or data yaml (never downloaded)")
+    g.add_argument("--image-size", type=int, default=None, help="input size (default: the dataset's or task's)")
+    g.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    g.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and probe batches")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars (epoch lines still print)")
+
+
+def train_args(p: argparse.ArgumentParser, prefix: str = "", epochs: int = 10, lr: float = 0.05,
+               label: str = "training") -> None:
+    g = p.add_argument_group(label)
+    g.add_argument(f"--{prefix}epochs", type=int, default=epochs, help=f"{label} epochs")
+    g.add_argument(f"--{prefix}lr", type=float, default=lr, help="learning rate")
+    if prefix:
+        return
+    g.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="SGD (Nesterov) or AdamW")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay")
+    g.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"],
+                   help="LR schedule, stepped once per epoch")
+    g.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+
+
+def spec_args(p: argparse.ArgumentParser) -> None:
+    from ..sets import FORMS
+
+    g = p.add_argument_group("what to prune (a spec file, or --form with --ratio/--ratios)")
+    g.add_argument("--spec", default=None, help="PruneSpec YAML/JSON file")
+    g.add_argument("--form", default="unstructured", help=f"{', '.join(FORMS.list())}, or N:M such as 2:4")
+    g.add_argument("--ratio", type=float, default=None, help="uniform prune ratio in [0, 1)")
+    g.add_argument("--ratios", default=None, help="per-layer ratios: 'glob=ratio,glob=ratio'")
+    g.add_argument("--global-budget", action="store_true",
+                   help=f"one magnitude threshold across layers ({', '.join(FORMS.list(global_budget=True))})")
+    g.add_argument("--exclude", action="append", default=[], help="parameter glob to keep dense (repeatable)")
+    g.add_argument("--include-first", action="store_true", help="also prune the first conv/linear layer")
+    g.add_argument("--include-last", action="store_true", help="also prune the last (classifier) layer")
+
+
+def solver_args(p: argparse.ArgumentParser) -> None:
+    from .options import add_entry_options
+
+    g = p.add_argument_group("solver options (each applies to the methods in brackets)")
+    add_entry_options(g, SOLVERS.entries(), "method")
+
+
+def bn_args(p: argparse.ArgumentParser) -> None:
+    from ..evaluate import BN_BATCHES
+
+    p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
+                   help="training batches that re-estimate BatchNorm statistics after a hard prune; "
+                        "both metrics are reported (0: no recalibration)")
+
+
+def run_folder_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--out", default=default, help="run folder (args.yaml, report.json, checkpoints)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the per-phase training checkpoints after the run finishes (else removed)")
+
+
+# ---- building blocks ------------------------------------------------------------------------
+def make_spec(args: argparse.Namespace, task: Any = None):
+    """The spec from --spec, an inline config spec, or --ratio/--ratios/--form (plus the task's
+    default exclusions, e.g. a detection head's output layers)."""
+    from ..spec import PruneSpec, Rule, form_has_ratio, parse_ratios
+
+    default_exclude = list(getattr(task, "default_exclude", ()))
+    options = {"exclude": args.exclude + [g for g in default_exclude if g not in args.exclude],
+               "include_first": args.include_first, "include_last": args.include_last}
+    given = [x for x in ("spec", "ratio", "ratios") if getattr(args, x) is not None]
+    inline = getattr(args, "spec_inline", None)
+    if inline is not None and not given:
+        return PruneSpec.from_dict(inline)
+    if not form_has_ratio(args.form) and "spec" not in given:
+        if args.ratios or args.ratio:
+            flag = "--ratios" if args.ratios else f"--ratio {args.ratio}"
+            raise SpecError(f"--form {args.form} fixes its own density, so {flag} does not apply; drop it")
+        return PruneSpec.uniform(0.0, form=args.form, **options)
+    if len(given) != 1:
+        raise SpecError("give exactly one of --spec FILE, --ratio R or --ratios 'glob=R,...' "
+                        f"(got {', '.join('--' + g for g in given) or 'none'})")
+    if args.global_budget and (args.spec or args.ratios or args.form != "unstructured"):
+        raise SpecError("--global-budget takes --ratio with --form unstructured")
+    if args.spec:
+        return PruneSpec.load(args.spec)
+    if args.ratios:
+        ratios = parse_ratios(args.ratios, "--ratios")
+        return PruneSpec([Rule(g, form=args.form, ratio=r) for g, r in ratios.items()], **options)
+    if args.global_budget:
+        return PruneSpec.global_budget(args.ratio, **options)
+    return PruneSpec.uniform(args.ratio, form=args.form, **options)
+
+
+def make_task(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None):
+    """The task named by --task; options missing on the command line come from the checkpoint."""
+    from ..task import create_task
+
+    saved = dict((checkpoint or {}).get("task", {}))  # every option the task recorded
+    name = args.task or (checkpoint or {}).get("task_name") or "classification"
+    given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size}
+    options = {**saved, **{k: v for k, v in given.items() if v is not None}}
+    return create_task(name, **{k: v for k, v in options.items() if v is not None},
+                       batch_size=args.batch_size, workers=args.workers, seed=args.seed)
+
+
+def train_config(args: argparse.Namespace, prefix: str = "", **overrides: Any):
+    from ..engine import TrainConfig
+
+    get = vars(args).get
+    options = dict(epochs=get(f"{prefix}epochs"), lr=get(f"{prefix}lr"), optimizer=get("optimizer", "sgd"),
+                   momentum=get("momentum", 0.9), weight_decay=get("weight_decay", 5e-4),
+                   schedule=get("schedule", "cosine"), amp=not get("no_amp", False), seed=args.seed,
+                   device=args.device, progress=not args.no_progress, log_epochs=True)
+    return TrainConfig(**{**options, **overrides})
+
+
+def solver_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The options of the registered solver `method` given on the command line or in --config."""
+    from .options import entry_options
+
+    return entry_options(args, SOLVERS.get(method))
+
+
+def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
+    from ..engine import load_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    if checkpoint is None and need_checkpoint:
+        raise FileNotFoundError("--checkpoint is required")
+    task = make_task(args, checkpoint)
+    model = task.build_model()
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except (KeyError, RuntimeError) as e:
+            raise StateError(f"checkpoint {args.checkpoint!r} does not fit the task's model ({task.name}): "
+                             f"{str(e).splitlines()[0]}") from e
+    return task, model, checkpoint
+
+
+# ---- the run folder -------------------------------------------------------------------------
+def environment(device: str | None = None) -> dict[str, Any]:
+    """Versions and machine of a run, for its report."""
+    import torch
+
+    from .. import __version__
+
+    env = {"slr_prune": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+           "device": device, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    return env
+
+
+def settings(args: argparse.Namespace, **resolved: Any) -> dict[str, Any]:
+    """Every option of the command (defaults included) plus what was resolved from them."""
+    options = {k: v for k, v in sorted(vars(args).items()) if k not in ("spec_inline",)}
+    return {"command": args.command, "argv": sys.argv[1:], "options": options, **resolved}
+
+
+def write_run_files(out: str | Path, args: argparse.Namespace, results: Any, **resolved: Any) -> Path:
+    """Write args.yaml (all settings) and report.json ({settings, results, environment}) into `out`."""
+    import yaml
+
+    from ..report import write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_settings = settings(args, **resolved)
+    plain = json.loads(json.dumps(run_settings, default=str))
+    (out / "args.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+    return write_json(out / "report.json", {"settings": plain, "results": results,
+                                            "environment": environment(getattr(args, "device", None))})

@@ -1,0 +1,91 @@
+"""`slr-prune prune`: one method on a checkpoint; what `compare` runs for each of its methods."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..solvers import SOLVERS
+from .common import (
+    bn_args,
+    load_model,
+    make_spec,
+    run_folder_args,
+    solver_args,
+    solver_options,
+    spec_args,
+    task_args,
+    train_args,
+    train_config,
+    write_run_files,
+)
+
+__all__ = ["add_common", "run_methods"]
+
+
+def add_common(p: argparse.ArgumentParser, name: str) -> None:
+    task_args(p)
+    p.add_argument("--checkpoint", default=None, help="dense checkpoint from 'slr-prune train' (else random init)")
+    spec_args(p)
+    train_args(p, epochs=10, lr=0.01, label="solver training")
+    train_args(p, prefix="finetune-", epochs=1, lr=0.01, label="masked fine-tuning")
+    solver_args(p)
+    bn_args(p)
+    run_folder_args(p, f"runs/{name}")
+
+
+def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any, list[Any]]:
+    """Prune copies of the checkpoint with each method; every option is checked before training."""
+    from ..engine import prune
+
+    entries = [SOLVERS.get(m) for m in methods]  # unknown names fail here
+    task, model, checkpoint = load_model(args, need_checkpoint=False)
+    if checkpoint is None:
+        print("note: no --checkpoint given; pruning a randomly initialised model", file=sys.stderr)
+    spec = make_spec(args, task)
+    spec.resolve(model)  # fail before any training if the spec does not fit
+    options = {e.name: solver_options(args, e.name) for e in entries}
+    for e in entries:  # and if any method's options are invalid (building a solver leaves the model as is)
+        e.build(model, spec, **options[e.name])
+    dense = None
+    results = []
+    out = Path(args.out)
+    for method in methods:
+        result = prune(copy.deepcopy(model), task, spec, method, train=train_config(args),
+                       finetune=train_config(args, prefix="finetune_", schedule="constant"),
+                       solver_options=options[method], out_dir=out / method if len(methods) > 1 else out,
+                       resume=args.resume, dense_metrics=dense, bn_batches=args.bn_batches,
+                       keep_checkpoints=args.keep_checkpoints)
+        dense = result.dense
+        results.append(result)
+    from ..report import plot_hard_prune_curves, results_table
+
+    print(results_table(results))
+    model_name = task.record().get("model", task.name)
+    resolved = {e.name: dataclasses.asdict(e.options(**options[e.name])) for e in entries}
+    report = write_run_files(out, args, [r.to_dict() for r in results], task=task.record(), spec=spec.to_dict(),
+                             solver_options=resolved, source_checkpoint=args.checkpoint)
+    png = plot_hard_prune_curves(results, out / "hard_prune.png", f"{model_name}: {', '.join(methods)}")
+    pruned = [out / m / "pruned.pt" for m in methods] if len(methods) > 1 else [out / "pruned.pt"]
+    print(f"run folder: {out}\n  pruned models: {', '.join(map(str, pruned))}\n  settings: {out / 'args.yaml'}\n"
+          f"  report: {report}\n  figure: {png}")
+    return task, spec, results
+
+
+NAME = "prune"
+HELP = ("prune a checkpoint with one method, evaluate without retraining (with and without BatchNorm "
+        "recalibration), then masked fine-tuning")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common(p, NAME)
+    p.add_argument("--method", default="slr", choices=SOLVERS.list(),
+                   help="; ".join(f"{e.name}: {e.help}" for e in SOLVERS.entries()))
+
+
+def run(args: argparse.Namespace) -> None:
+    run_methods(args, [args.method])

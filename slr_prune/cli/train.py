@@ -1,0 +1,39 @@
+"""`slr-prune train`: a dense baseline checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..task import task_name
+from .common import make_task, run_folder_args, task_args, train_args, train_config, write_run_files
+
+NAME = "train"
+HELP = "train a dense baseline; writes dense.pt into the run folder"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    task_args(p)
+    train_args(p, epochs=30)
+    run_folder_args(p, "runs/dense")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..engine import Trainer, save_atomic
+
+    out = Path(args.out)
+    if out.suffix == ".pt":
+        raise ValueError(f"--out {args.out!r} is a file name; --out names a run folder (dense.pt is written into it)")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {args.out!r} exists and is not a folder")
+    task = make_task(args)
+    model = task.build_model()
+    config = train_config(args, checkpoint=str(out / "train.state.pt"), resume=args.resume)
+    history = Trainer(task, model, config).fit()
+    if not args.keep_checkpoints:
+        Path(config.checkpoint).unlink(missing_ok=True)
+    metrics = task.evaluate(model, next(model.parameters()).device)
+    save_atomic({"model": model.state_dict(), "task": task.record(), "task_name": task_name(task), "metrics": metrics,
+                 "history": history}, out / "dense.pt")
+    report = write_run_files(out, args, {"metrics": metrics, "history": history}, task=task.record())
+    print(f"dense {task.metric}: {100 * metrics[task.metric]:.2f}%\ncheckpoint: {out / 'dense.pt'}\nreport: {report}")

@@ -1,0 +1,128 @@
+"""Registries: entries describe themselves, and adding a method is one registration (no other edit)."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from slr_prune.cli import main
+from slr_prune.registry import Registry, UnknownNameError
+from slr_prune.sets import FORMS
+from slr_prune.solvers import SOLVERS, Solver
+from slr_prune.structured.criteria import CRITERIA, Criterion
+from slr_prune.task import TASKS
+
+
+def test_registries_list_with_wildcards_and_traits():
+    assert SOLVERS.list() and set(SOLVERS.list()) >= {"slr", "admm", "magnitude"}
+    assert SOLVERS.list("*m*") == [n for n in SOLVERS.list() if "m" in n]
+    assert "magnitude" not in SOLVERS.list(trains=True) and "slr" in SOLVERS.list(penalty=True)
+    assert FORMS.list(global_budget=True) == ["unstructured"]
+    assert CRITERIA.list("l?") == ["l1", "l2"]
+    import slr_prune.adapters  # noqa: F401
+
+    assert set(TASKS.list()) == {"classification", "yolo", "lane"}
+    with pytest.raises(UnknownNameError, match="unknown solver 'slrr'; choose one of .*slr"):
+        SOLVERS.get("slrr")
+
+
+def test_options_dataclass_comes_from_the_signature():
+    options = SOLVERS.get("slr").options
+    fields = {f.name: f for f in dataclasses.fields(options)}
+    assert fields["M"].default == 300.0 and fields["updates_per_epoch"].default == 4
+    assert fields["rho"].metadata["help"] and not fields["strategy"].metadata["help"]  # API-only
+    assert SOLVERS.get("magnitude").options().schedule == "oneshot"
+    assert dataclasses.fields(CRITERIA.get("l1").options)[0].name == "bias"  # p is fixed by the entry
+    with pytest.raises(TypeError, match="unknown option 'rhoo'"):
+        SOLVERS.get("admm").check_options({"rhoo": 1.0})
+
+
+def test_duplicate_names_are_refused():
+    reg: Registry = Registry("thing")
+    reg.register("a", lambda: 1)
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a", lambda: 2)
+
+
+class _HalfShrink(Solver):
+    """Toy solver: every step halves the pruned weights' distance to their projection."""
+
+    option_help = {"factor": "shrink factor per step"}
+
+    def __init__(self, model, spec, *, factor: float = 0.5, update_every: int = 0):
+        super().__init__(model, spec, update_every=update_every)
+        self.factor = factor
+        self.calls = 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        self.calls += 1
+        z = self.projector.project(self.weights())
+        for name, p in zip(self.names, self.params, strict=True):
+            p.sub_((p - z[name]) * self.factor)
+        record = {"calls": self.calls, "factor": self.factor}
+        self.history.append(record)
+        return record
+
+    def _scalar_state(self):
+        return {"calls": self.calls}
+
+
+class _Random(Criterion):
+    """Toy criterion: seeded random scores."""
+
+    name = "toy_random"
+    option_help = {"toy_seed": "seed of the scores"}
+
+    def __init__(self, toy_seed: int = 0):
+        self.toy_seed = toy_seed
+
+    def scores(self, graph, calibration=None, counts=None):
+        gen = torch.Generator().manual_seed(self.toy_seed)
+        return {n: torch.rand(g.size, generator=gen, dtype=torch.float64) for n, g in graph.groups.items()}
+
+
+@pytest.fixture
+def toy_methods():
+    SOLVERS.register("toy_shrink", _HalfShrink)
+    CRITERIA.register("toy_random", _Random)
+    yield
+    SOLVERS.unregister("toy_shrink")
+    CRITERIA.unregister("toy_random")
+
+
+def test_a_registered_solver_and_criterion_run_through_the_cli(toy_methods, tmp_path, capsys):
+    from slr_prune.cli import build_parser
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["prune"].format_help()  # noqa: SLF001
+    assert "toy_shrink" in help_text and "--factor" in help_text and "shrink factor per step" in help_text
+    code = main(["prune", "--method", "toy_shrink", "--factor", "0.25", "--ratio", "0.8", "--epochs", "2",
+                 "--finetune-epochs", "0", "--no-progress", "--out", str(tmp_path / "p")])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    result = report["results"][0]
+    assert result["method"] == "toy_shrink" and abs(result["sparsity"] - 0.8) < 1e-3
+    assert report["settings"]["solver_options"]["toy_shrink"] == {"factor": 0.25, "update_every": 0}
+    assert len(result["epochs"]) == 2 and result["epochs"][-1]["solver"] == {"calls": 2, "factor": 0.25}
+    capsys.readouterr()
+
+    code = main(["structured", "--model", "resnet20", "--criterion", "toy_random", "--toy-seed", "3",
+                 "--flops-target", "0.6", "--round-to", "1", "--finetune-epochs", "0", "--no-latency",
+                 "--out", str(tmp_path / "s")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    structured = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert structured["criterion"]["name"] == "toy_random" and structured["costs"]["macs_ratio"] > 1.3
+
+
+def test_solvers_accept_resolved_sets():
+    from slr_prune import SLR, Unstructured
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    solver = SLR(model, {"0.weight": Unstructured(0.75)})
+    assert solver.names == ["0.weight"]
+    masks = solver.hard_prune()
+    assert int(masks["0.weight"].sum()) == 16
+    with pytest.raises(ValueError, match="'3.weight' is not a parameter"):
+        SLR(model, {"3.weight": Unstructured(0.5)})
