@@ -10,7 +10,13 @@ from typing import Any
 
 from .engine.pruning import PruneResult
 
-__all__ = ["results_table", "write_json", "plot_hard_prune_curves", "hard_prune_figure", "describe_results"]
+__all__ = ["results_table", "SIDE_METRICS", "write_json", "plot_hard_prune_curves", "hard_prune_figure",
+           "describe_results"]
+
+
+SIDE_METRICS = ("fp", "fn")
+"""Rates shown, as percentages, next to the task's metric when the results report them: the
+lane task's false positives and false negatives (TuSimple's FP and FN; lower is better)."""
 
 
 def _pct(value: float | None) -> str:
@@ -19,19 +25,26 @@ def _pct(value: float | None) -> str:
 
 def results_table(results: Sequence[PruneResult], markdown: bool = False) -> str:
     """One row per method: training epochs, dense, sparsity, hard-prune metric (no retraining) with
-    the dense BatchNorm statistics and after recalibrating them, after fine-tuning."""
+    the dense BatchNorm statistics and after recalibrating them, after fine-tuning; each metric
+    followed by the `SIDE_METRICS` the results have (FP and FN for lanes)."""
     if not results:
         return "(no results)"
     metric = results[0].metric
-    header = ["method", "epochs", f"dense {metric} %", "sparsity %", f"hard-prune {metric} %",
-              "+ BN recal. %", "fine-tune epochs", f"fine-tuned {metric} %", "compression", "seconds"]
+    side = [k for k in SIDE_METRICS if k in results[0].dense]
+    side_header = [f"{k.upper()} %" for k in side]
+
+    def cells(values: dict[str, float] | None) -> list[str]:
+        return [_pct(values.get(k) if values else None) for k in (metric, *side)]
+
+    header = ["method", "epochs", f"dense {metric} %", *side_header, "sparsity %", f"hard-prune {metric} %",
+              *side_header, "+ BN recal. %", *side_header, "fine-tune epochs", f"fine-tuned {metric} %",
+              *side_header, "compression", "seconds"]
     rows = []
     for r in results:
-        tuned = r.finetuned
         rows.append([
-            r.method, str(len(r.epochs)), _pct(r.dense[metric]), _pct(r.sparsity), _pct(r.hard_prune[metric]),
-            _pct(r.hard_prune_bn[metric]) if r.hard_prune_bn else "no BN",
-            str(len(r.finetune)), _pct(tuned[metric] if tuned else None),
+            r.method, str(len(r.epochs)), *cells(r.dense), _pct(r.sparsity), *cells(r.hard_prune),
+            *(cells(r.hard_prune_bn) if r.hard_prune_bn else ["no BN"] + ["-"] * len(side)),
+            str(len(r.finetune)), *cells(r.finetuned),
             f"{r.costs['after']['compression']:.2f}x" if r.costs else "-", f"{r.seconds:.1f}",
         ])
     if markdown:

@@ -3,7 +3,7 @@ from matplotlib.ticker import MaxNLocator
 
 from slr_prune import PruneSpec
 from slr_prune.engine.pruning import PruneResult
-from slr_prune.report import describe_results, hard_prune_figure, plot_hard_prune_curves
+from slr_prune.report import describe_results, hard_prune_figure, plot_hard_prune_curves, results_table
 
 
 def result(method: str, spec: PruneSpec, epochs: int = 3, lane: bool = False, **kw) -> PruneResult:
@@ -39,3 +39,13 @@ def test_figure_names_model_ratio_and_methods_with_integer_epochs(tmp_path):
                                        (PruneSpec.layerwise({"conv1*": 0.5, "fc*": 0.8}), "90% sparsity")])
 def test_the_budget_comes_from_the_spec(spec, text):
     assert describe_results([result("admm", spec)]) == f"{text}: admm"
+
+
+def test_lane_tables_show_fp_and_fn_next_to_accuracy():
+    spec = PruneSpec.uniform(0.5)
+    table = results_table([result("slr", spec, lane=True)], markdown=True)
+    header, _, row = table.splitlines()
+    assert header.count("FP % | FN %") == 4 and "val_loss" not in header
+    assert "| 95.00 | 25.00 | 12.50 | 90.00 | 70.00 | 25.00 | 12.50 | 90.00 | 25.00 | 12.50 |" in row
+    plain = results_table([result("slr", spec), result("magnitude", spec, epochs=0, hard_prune_bn=None)])
+    assert "FP" not in plain and "no BN" in plain.splitlines()[-1]
