@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, make_task: Callable[[int], Any], name: str) ->
                 row[f"{method}_epochs_to_target"] = epochs_to_target(r, target)
             rows.append(row)
             plot_hard_prune_curves(list(results.values()), out / f"hard_prune_{ratio}_seed{seed}.png",
-                                   f"{args.model}, {ratio:.0%} {args.form}: hard-prune accuracy per epoch")
+                                   f"Hard-prune accuracy per epoch, seed {seed}", model=args.model)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     print(markdown(rows, args))

@@ -6,7 +6,8 @@ same weights by each method (unstructured, the same ratio for every conv/linear 
 backbone and the head; the stem, the last layer `pool` and the auxiliary branch stay dense).  Each
 pruned model is scored with the official TuSimple metric right after hard pruning (no retraining)
 and after masked fine-tuning.  The table has one row per method and sparsity: accuracy, FP and
-FN without retraining, then after retraining, with the dense model's row on top.
+FN without retraining, after BatchNorm recalibration, then after retraining, with the dense
+model's row on top.
 
 Real data: --data ROOT, the TuSimple root holding clips/, label_data_*.json (training) and
 test_label.json (test ground truth); the reference setting is 288x800, Adam 4e-4, 100 epochs.
@@ -104,19 +105,22 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
 
+def lane_cells(metrics: dict[str, float] | None) -> list[str]:
+    """Accuracy, FP and FN as percentages ("-" where not measured)."""
+    return [pct((metrics or {}).get(k)) for k in ("accuracy", "fp", "fn")]
+
+
 def table(dense: dict[str, float], rows: list[dict[str, Any]], model_name: str) -> str:
+    """The Markdown table: accuracy, FP and FN after hard pruning, BN recalibration and retraining."""
     header = ["Method", "Sparsity %", "Compression", "Epochs (prune+retrain)", "Hard-prune Acc %", "FP %", "FN %",
-              "+ BN recal. Acc %", "Retrained Acc %", "FP %", "FN %"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-             f"| {model_name} (dense) | 0 | 1.00x | - | {pct(dense['accuracy'])} | {pct(dense['fp'])} | "
-             f"{pct(dense['fn'])} | - | - | - | - |"]
+              "+ BN recal. Acc %", "FP %", "FN %", "Retrained Acc %", "FP %", "FN %"]
+    cells = [[f"{model_name} (dense)", "0", "1.00x", "-", *lane_cells(dense), *["-"] * 6]]
     for r in rows:
-        h, t = r["hard_prune"], r["finetuned"] or {}
-        lines.append(f"| {r['method'].upper()} | {pct(r['sparsity'])} | {r['compression']:.2f}x | "
-                     f"{r['epochs']}+{r['finetune_epochs']} | {pct(h['accuracy'])} | {pct(h['fp'])} | "
-                     f"{pct(h['fn'])} | {pct((r.get('hard_prune_bn') or h)['accuracy'])} | "
-                     f"{pct(t.get('accuracy'))} | {pct(t.get('fp'))} | {pct(t.get('fn'))} |")
-    return "\n".join(lines)
+        cells.append([r["method"].upper(), pct(r["sparsity"]), f"{r['compression']:.2f}x",
+                      f"{r['epochs']}+{r['finetune_epochs']}", *lane_cells(r["hard_prune"]),
+                      *lane_cells(r.get("hard_prune_bn")), *lane_cells(r["finetuned"])])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,8 +71,7 @@ def run_demo(out: str | Path = "runs/demo", ratio: float = 0.9, device: str = "a
           "lifts one-shot magnitude from 22% to 86% at 90%; see docs/slr.md")
     write_json(out / "report.json", {"settings": {**DEMO, "ratio": ratio, "seed": seed},
                                      "results": [r.to_dict() for r in results]})
-    plot_hard_prune_curves(results, out / "hard_prune.png",
-                           f"digits CNN, {ratio:.0%} unstructured: hard-prune accuracy per epoch")
+    plot_hard_prune_curves(results, out / "hard_prune.png", model="digits CNN")
     print(f"report: {out / 'report.json'}\nfigure: {out / 'hard_prune.png'}\n"
           f"total {time.perf_counter() - start:.0f} s")
     return results

@@ -10,7 +10,13 @@ from typing import Any
 
 from .engine.pruning import PruneResult
 
-__all__ = ["results_table", "write_json", "plot_hard_prune_curves"]
+__all__ = ["results_table", "SIDE_METRICS", "write_json", "plot_hard_prune_curves", "hard_prune_figure",
+           "describe_results"]
+
+
+SIDE_METRICS = ("fp", "fn")
+"""Rates shown, as percentages, next to the task's metric when the results report them: the
+lane task's false positives and false negatives (TuSimple's FP and FN; lower is better)."""
 
 
 def _pct(value: float | None) -> str:
@@ -19,19 +25,26 @@ def _pct(value: float | None) -> str:
 
 def results_table(results: Sequence[PruneResult], markdown: bool = False) -> str:
     """One row per method: training epochs, dense, sparsity, hard-prune metric (no retraining) with
-    the dense BatchNorm statistics and after recalibrating them, after fine-tuning."""
+    the dense BatchNorm statistics and after recalibrating them, after fine-tuning; each metric
+    followed by the `SIDE_METRICS` the results have (FP and FN for lanes)."""
     if not results:
         return "(no results)"
     metric = results[0].metric
-    header = ["method", "epochs", f"dense {metric} %", "sparsity %", f"hard-prune {metric} %",
-              "+ BN recal. %", "fine-tune epochs", f"fine-tuned {metric} %", "compression", "seconds"]
+    side = [k for k in SIDE_METRICS if k in results[0].dense]
+    side_header = [f"{k.upper()} %" for k in side]
+
+    def cells(values: dict[str, float] | None) -> list[str]:
+        return [_pct(values.get(k) if values else None) for k in (metric, *side)]
+
+    header = ["method", "epochs", f"dense {metric} %", *side_header, "sparsity %", f"hard-prune {metric} %",
+              *side_header, "+ BN recal. %", *side_header, "fine-tune epochs", f"fine-tuned {metric} %",
+              *side_header, "compression", "seconds"]
     rows = []
     for r in results:
-        tuned = r.finetuned
         rows.append([
-            r.method, str(len(r.epochs)), _pct(r.dense[metric]), _pct(r.sparsity), _pct(r.hard_prune[metric]),
-            _pct(r.hard_prune_bn[metric]) if r.hard_prune_bn else "no BN",
-            str(len(r.finetune)), _pct(tuned[metric] if tuned else None),
+            r.method, str(len(r.epochs)), *cells(r.dense), _pct(r.sparsity), *cells(r.hard_prune),
+            *(cells(r.hard_prune_bn) if r.hard_prune_bn else ["no BN"] + ["-"] * len(side)),
+            str(len(r.finetune)), *cells(r.finetuned),
             f"{r.costs['after']['compression']:.2f}x" if r.costs else "-", f"{r.seconds:.1f}",
         ])
     if markdown:
@@ -50,15 +63,43 @@ def write_json(path: str | Path, data: Any) -> Path:
     return path
 
 
-def plot_hard_prune_curves(results: Sequence[PruneResult], path: str | Path, title: str = "") -> Path:
-    """Hard-prune metric (weights projected, no retraining) after each solver epoch, per method."""
-    import matplotlib
+def describe_results(results: Sequence[PruneResult], model: str | None = None) -> str:
+    """What the results are: "model, 90% unstructured: slr, admm" (model, prune ratio, methods)."""
+    budgets = list(dict.fromkeys(_budget(r) for r in results))
+    methods = ", ".join(dict.fromkeys(r.method for r in results))
+    head = ", ".join(x for x in (model, " / ".join(budgets)) if x)
+    return f"{head}: {methods}" if head else methods
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+def _budget(result: PruneResult) -> str:
+    """The spec's one form and ratio ("90% unstructured", "2:4", "80% filter global"), else the
+    target sparsity (layer-wise ratios, allocations), else the sparsity reached."""
+    rules = [dict(r) for r in result.spec.get("rules", [])]
+    kinds = {(r.get("form"), r.get("ratio"), r.get("scope", "layer"), r.get("n"), r.get("m")) for r in rules}
+    if len(kinds) == 1:
+        form, ratio, scope, n, m = kinds.pop()
+        text = f"{n}:{m}" if form == "nm" else form if ratio is None else f"{100 * ratio:.4g}% {form}"
+        return text + (" global" if scope == "global" else "")
+    target = result.target_sparsity
+    return f"{100 * target:.4g}% sparsity" if not math.isnan(target) else f"{100 * result.sparsity:.4g}% sparse"
+
+
+def hard_prune_figure(results: Sequence[PruneResult], title: str = "", model: str | None = None) -> Any:
+    """The figure of `plot_hard_prune_curves` (a matplotlib Figure, not drawn on screen).
+
+    The title's first line is `title` (default: what is plotted), the second names the model (when
+    given), the prune ratio and the methods, taken from the results.  Epochs are whole numbers on
+    the x axis; the y range spans the plotted values with a little margin, within [0, 100] %.
+    """
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    metric = results[0].metric if results else "metric"
+    fig = Figure(figsize=(6.4, 4.0), dpi=120)
+    ax = fig.subplots()
+    colors = iter(rcParams["axes.prop_cycle"].by_key()["color"])
+    values: list[float] = []
     for r in results:
         color = next(colors)
         for key, style, label in ((f"hard_prune_{r.metric}", ":", "hard-prune"),
@@ -67,19 +108,33 @@ def plot_hard_prune_curves(results: Sequence[PruneResult], path: str | Path, tit
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", ms=3, ls=style, color=color,
                         label=f"{r.method}: {label}")
+                values += [y for _, y in pts]
         if not r.epochs:  # one-shot methods: the zero-epoch baseline, a line at the final value
-            ax.axhline(100 * r.best_hard_prune[r.metric], color=color, ls="--", lw=1,
+            values.append(100 * r.best_hard_prune[r.metric])
+            ax.axhline(values[-1], color=color, ls="--", lw=1,
                        label=f"{r.method}: 0 epochs" + (" + BN recal." if r.hard_prune_bn else ""))
     if results:
-        ax.axhline(100 * results[0].dense[results[0].metric], color="k", lw=1, ls=":", label="dense")
+        values.append(100 * results[0].dense[metric])
+        ax.axhline(values[-1], color="k", lw=1, ls=":", label="dense")
+        lo, hi = min(values), max(values)
+        margin = max(1.0, 0.08 * (hi - lo))
+        ax.set_ylim(max(lo - margin, -1.0), min(hi + margin, 101.0))  # markers at 0 or 100 stay whole
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("solver training epoch")
-    ax.set_ylabel(f"{results[0].metric if results else 'metric'} after hard pruning (%)")
-    ax.set_title(title or "Hard-prune accuracy during SLR / ADMM training")
+    ax.set_ylabel(f"{metric} after hard pruning (%)")
+    lines = (title or f"Hard-prune {metric} per solver epoch", describe_results(results, model))
+    ax.set_title("\n".join(x for x in lines if x), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_hard_prune_curves(results: Sequence[PruneResult], path: str | Path, title: str = "",
+                           model: str | None = None) -> Path:
+    """Hard-prune metric (weights projected, no retraining) after each solver epoch, per method,
+    saved as a PNG; `title` heads the derived title (see `hard_prune_figure`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    hard_prune_figure(results, title, model).savefig(path)
     return path

@@ -24,14 +24,17 @@ def write_cifar10(root: Path, per_batch: int = 8, seed: int = 0) -> Path:
     return root
 
 
-def write_image_folders(root: Path, classes: int = 3, per_class: int = 2, size: int = 40) -> Path:
+def write_image_folders(root: Path, classes: int = 3, per_class: int = 2, size: int = 40,
+                        mode: str = "RGB") -> Path:
+    """root/{train,val}/class<c>/<i>.png of random pixels, colour ("RGB") or grey ("L")."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
     for split in ("train", "val"):
         for c in range(classes):
             d = root / split / f"class{c}"
             d.mkdir(parents=True)
             for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).convert(mode).save(d / f"{i}.png")
     return root

@@ -35,3 +35,18 @@ def test_solver_study_runs_end_to_end_and_reports_the_zero_epoch_baseline(tmp_pa
     assert len(lines) == 6  # 2 seeds × (zero + admm + slr_default); a rerun skips them
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT / "benchmarks")
     assert proc.returncode == 0 and "0 to do" in proc.stderr
+
+
+def test_tusimple_table_shows_fp_and_fn_at_every_stage():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tusimple_benchmark", ROOT / "benchmarks" / "tusimple.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lane = {"accuracy": 0.9, "fp": 0.25, "fn": 0.125}
+    row = {"method": "slr", "sparsity": 0.7, "compression": 3.31, "epochs": 4, "finetune_epochs": 2,
+           "hard_prune": lane, "hard_prune_bn": {**lane, "fp": 0.5}, "finetuned": None}
+    header, _, dense, slr = bench.table(lane, [row], "UFLD resnet18").splitlines()
+    assert header.count("FP % | FN %") == 3
+    assert dense == "| UFLD resnet18 (dense) | 0 | 1.00x | - | 90.00 | 25.00 | 12.50 | - | - | - | - | - | - |"
+    assert slr == "| SLR | 70.00 | 3.31x | 4+2 | 90.00 | 25.00 | 12.50 | 90.00 | 50.00 | 12.50 | - | - | - |"

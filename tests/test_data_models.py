@@ -1,5 +1,6 @@
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from fixtures import write_cifar10, write_image_folders
@@ -36,10 +37,53 @@ def test_cifar10_errors(tmp_path):
 def test_image_folders(tmp_path):
     write_image_folders(tmp_path)
     train, val, info = classification_datasets("imagefolder", tmp_path, image_size=32)
-    assert info == {"num_classes": 3, "image_size": 32, "in_channels": 3}
+    assert info == {"num_classes": 3, "image_size": 32, "in_channels": 3, "augment": "light"}
     assert train[0][0].shape == (3, 32, 32) and len(val) == 6
     with pytest.raises(FileNotFoundError, match="needs a train/ folder"):
         classification_datasets("imagefolder", tmp_path / "val")
+    assert classification_datasets("imagefolder", tmp_path, image_size=128)[2]["augment"] == "imagenet"
+    with pytest.raises(ValueError, match="unknown augment 'flip'; choose one of none, light, imagenet"):
+        classification_datasets("imagefolder", tmp_path, image_size=32, augment="flip")
+    with pytest.raises(ValueError, match="imagefolder dataset only"):
+        classification_datasets("digits", augment="light")
+
+
+def test_grey_image_folders_give_one_channel_models(tmp_path):
+    write_image_folders(tmp_path, size=28, mode="L")
+    task = ClassificationTask("digits_cnn", "imagefolder", tmp_path, image_size=28, batch_size=2)
+    assert task.info["in_channels"] == 1 and task.train_set[0][0].shape == (1, 28, 28)
+    x, _ = next(iter(task.train_loader()))
+    assert task.build_model()(x).shape == (2, 3) and task.example_input().shape == (1, 1, 28, 28)
+    assert task.record() == {"model": "digits_cnn", "dataset": "imagefolder", "image_size": 28, "augment": "light"}
+    again = ClassificationTask(**task.record(), data=tmp_path)
+    assert again.info == task.info
+
+
+def _square_folder(root):
+    """One grey 16×16 training image: a 2×2 white square at rows 4-5, columns 10-11."""
+    from PIL import Image
+
+    image = np.zeros((16, 16), dtype=np.uint8)
+    image[4:6, 10:12] = 255
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+        Image.fromarray(image).save(root / split / "a" / "0.png")
+    return root
+
+
+@pytest.mark.parametrize("augment,shift", [("none", 0), ("light", 2)])
+def test_light_augmentation_shifts_without_flipping_or_scaling(tmp_path, augment, shift):
+    train, val, _ = classification_datasets("imagefolder", _square_folder(tmp_path), 16, augment)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        rows, cols = torch.nonzero(train[0][0][0] > 0, as_tuple=True)
+        assert len(rows) == 4  # the whole square, at its size: no rescaling crop
+        dy, dx = int(rows.min()) - 4, int(cols.min()) - 10
+        assert abs(dy) <= shift and abs(dx) <= shift  # a mirror would move it 6 columns left
+        seen.add((dy, dx))
+    assert len(seen) > 5 if shift else seen == {(0, 0)}
+    torch.testing.assert_close(val[0][0], classification_datasets("imagefolder", tmp_path, 16, "none")[0][0][0])
 
 
 def test_dataset_errors():

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import classification_datasets
+from ..data.imagefolder import Augment
 from ..models import create_model
 from ..task import register_task
 from .base import DatasetTask
@@ -20,23 +21,28 @@ __all__ = ["ClassificationTask"]
 
 @register_task("classification")
 class ClassificationTask(DatasetTask):
-    """`model` by registry name (see slr_prune.models.list_models), `dataset` digits|cifar10|imagefolder."""
+    """`model` by registry name (see slr_prune.models.list_models), `dataset` digits|cifar10|imagefolder.
+
+    `augment` (imagefolder only; slr_prune.data.AUGMENTS) picks the training augmentation, by
+    default "imagenet" from 128 px up and "light" below; the model's input channels are the data's.
+    """
 
     metric = "accuracy"
 
     def __init__(self, model: str = "digits_cnn", dataset: str = "digits", data: str | Path | None = None,
                  batch_size: int = 64, eval_batch_size: int = 256, image_size: int | None = None,
-                 workers: int = 0, seed: int = 0):
+                 workers: int = 0, seed: int = 0, augment: Augment | None = None):
         self.model_name = model
         self.dataset_name = dataset
-        self.train_set, self.val_set, self.info = classification_datasets(dataset, data, image_size)
+        self.train_set, self.val_set, self.info = classification_datasets(dataset, data, image_size, augment)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.workers, self.seed = workers, seed
         self.name = f"{model}-{dataset}"
         create_model(model, 2, 8)  # fail now, with the list of names, if the model is unknown
 
     def record(self) -> dict[str, Any]:
-        return {"model": self.model_name, "dataset": self.dataset_name, "image_size": self.info["image_size"]}
+        return {"model": self.model_name, "dataset": self.dataset_name, "image_size": self.info["image_size"],
+                "augment": self.info.get("augment")}
 
     def build_model(self) -> nn.Module:
         return create_model(self.model_name, self.info["num_classes"], self.info["image_size"],
