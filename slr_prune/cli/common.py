@@ -4,6 +4,7 @@ loading checkpoints, and the run folder (args.yaml, report.json)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import adapters  # noqa: F401  (registers the built-in tasks)
+from ..data.imagefolder import AUGMENTS
 from ..errors import SpecError, StateError
 from ..solvers import SOLVERS
 from ..task import TASKS
@@ -41,6 +43,8 @@ def task_args(p: argparse.ArgumentParser) -> None:
                    help="classification: digits (ships with the package), cifar10 or imagefolder (read from --data)")
     g.add_argument("--data", default=None, help="dataset root folder or data yaml (never downloaded)")
     g.add_argument("--image-size", type=int, default=None, help="input size (default: the dataset's or task's)")
+    g.add_argument("--augment", default=None, choices=AUGMENTS,
+                   help="image folders: training augmentation (default: imagenet from 128 px, light below)")
     g.add_argument("--batch-size", type=int, default=64, help="training batch size")
     g.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -139,8 +143,14 @@ def make_task(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None
 
     saved = dict((checkpoint or {}).get("task", {}))  # every option the task recorded
     name = args.task or (checkpoint or {}).get("task_name") or "classification"
-    given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size}
-    options = {**saved, **{k: v for k, v in given.items() if v is not None}}
+    given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size,
+             "augment": getattr(args, "augment", None)}
+    given = {k: v for k, v in given.items() if v is not None}
+    valid = {f.name for f in dataclasses.fields(TASKS.get(name).options)}
+    unknown = sorted(set(given) - valid)
+    if unknown:
+        raise ValueError(f"--task {name} takes no {', '.join('--' + k.replace('_', '-') for k in unknown)}")
+    options = {**saved, **given}
     return create_task(name, **{k: v for k, v in options.items() if v is not None},
                        batch_size=args.batch_size, workers=args.workers, seed=args.seed)
 

@@ -69,7 +69,8 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
     resolved = {e.name: dataclasses.asdict(e.options(**options[e.name])) for e in entries}
     report = write_run_files(out, args, [r.to_dict() for r in results], task=task.record(), spec=spec.to_dict(),
                              solver_options=resolved, source_checkpoint=args.checkpoint)
-    png = plot_hard_prune_curves(results, out / "hard_prune.png", f"{model_name}: {', '.join(methods)}")
+    png = plot_hard_prune_curves(results, out / "hard_prune.png", "hard-prune metric per solver epoch",
+                                 model=model_name)
     pruned = [out / m / "pruned.pt" for m in methods] if len(methods) > 1 else [out / "pruned.pt"]
     print(f"run folder: {out}\n  pruned models: {', '.join(map(str, pruned))}\n  settings: {out / 'args.yaml'}\n"
           f"  report: {report}\n  figure: {png}")
