@@ -76,13 +76,13 @@ def export_ultralytics(model: nn.Module, path: str | Path, *, names: Sequence[st
     checkpoint's training arguments (ultralytics reads imgsz, task, ... from them); `half` stores
     float16 weights as ultralytics' own checkpoints do (zeros stay zeros), the default keeps float32.
     """
-    from .adapters.yolo import _check_detection, import_ultralytics
+    from .models.yolo import check_detection_model, import_ultralytics
 
     ultralytics = import_ultralytics()
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"ultralytics model files end in .pt, got {str(path)!r}")
-    _check_detection(model, type(model).__name__)
+    check_detection_model(model, type(model).__name__)
     clone = plain_copy(model)
     if names is not None:
         clone.names = dict(names) if isinstance(names, Mapping) else dict(enumerate(names))
