@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..data.yolo import DEFAULT_SYNTHETIC, build_dataset, ground_truth, load_data_yaml, synthetic_data
+from ..data.synthetic_detection import SyntheticDetectionConfig
+from ..data.yolo import build_dataset, ground_truth, load_data_yaml, synthetic_data
 from ..models.yolo import (
     MODEL_CONFIGS,
     build_detection_model,
@@ -70,7 +71,7 @@ class YoloTask(Task):
             self.data = synthetic_data(cache_dir, **self.synthetic_options)
         else:
             self.data = load_data_yaml(data)
-        default_size = int(self.synthetic_options.get("image_size", DEFAULT_SYNTHETIC["image_size"])) \
+        default_size = int(self.synthetic_options.get("image_size", SyntheticDetectionConfig.image_size)) \
             if self.data.synthetic else 640
         self.image_size = int(image_size or default_size)
         if self.image_size < 32 or self.image_size % 32:

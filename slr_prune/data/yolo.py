@@ -7,12 +7,8 @@ missing datasets; labels that ultralytics would silently skip fail with their fi
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
-import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,10 +19,7 @@ import numpy as np
 
 from ..models.yolo import import_ultralytics
 
-__all__ = ["DetectionData", "load_data_yaml", "synthetic_data", "build_dataset", "ground_truth",
-           "DEFAULT_SYNTHETIC"]
-
-DEFAULT_SYNTHETIC = {"train_images": 96, "val_images": 32, "image_size": 128, "num_classes": 3, "seed": 0}
+__all__ = ["DetectionData", "load_data_yaml", "synthetic_data", "build_dataset", "ground_truth"]
 
 
 @dataclass
@@ -160,44 +153,12 @@ def _has_image(folder: Path) -> bool:
 
 
 def synthetic_data(cache_dir: str | Path | None = None, **options: Any) -> DetectionData:
-    """The synthetic shapes set in a cache folder (written once, atomically), parsed like a data yaml."""
-    from .synthetic_detection import SyntheticDetectionConfig, write_synthetic_detection
+    """The synthetic shapes set of `options` in the cache folder (written once), parsed like a data yaml."""
+    from .synthetic_detection import synthetic_detection_cache
 
-    config = SyntheticDetectionConfig(**{**DEFAULT_SYNTHETIC, **options})
-    key = hashlib.sha1(json.dumps(config.__dict__, sort_keys=True).encode()).hexdigest()[:10]
-    base = Path(cache_dir) if cache_dir else _cache_root()
-    root = base / "synthetic_detection" / key
-    if (root / "data.yaml").is_file() and (root / ".complete.json").is_file():
-        print(f"note: no data yaml given; using the synthetic detection set at {root}", file=sys.stderr)
-    else:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root.parent))
-        print(f"note: no data yaml given; writing a synthetic detection set ({config.train_images} train / "
-              f"{config.val_images} val images, {config.num_classes} classes) to {root}", file=sys.stderr)
-        write_synthetic_detection(tmp, config)
-        try:
-            os.replace(tmp, root)
-        except OSError:  # another process finished first: use its copy
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    data = load_data_yaml(root / "data.yaml")
+    data = load_data_yaml(synthetic_detection_cache(cache_dir, **options))
     data.synthetic = True
     return data
-
-
-def _cache_root() -> Path:
-    env = os.environ.get("SLR_PRUNE_CACHE")
-    if env:
-        return Path(env)
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slr_prune"
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        if os.access(base, os.W_OK):
-            return base
-    except OSError:
-        pass
-    return Path(tempfile.gettempdir()) / f"slr_prune-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 # ---- ultralytics datasets -----------------------------------------------------------------------------
