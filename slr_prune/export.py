@@ -23,32 +23,20 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .masks import MaskedWeight
+from .masks import MaskedWeight, squash
 
 __all__ = ["plain_copy", "export_ultralytics", "export_onnx", "onnx_max_difference"]
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
-    """A CPU float32 eval-mode copy of `model` with masks squashed into the weights.
-
-    `masks.squash` must not run on a deepcopy: torch gives the copy the same injected
-    Parametrized* class, and removing the parametrization deletes the weight property from that
-    shared class, breaking the original.  So the copy is un-parametrized here by swapping each
-    module's class back to its base, which leaves the shared class alone.
-    """
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        if not parametrize.is_parametrized(module):
-            continue
-        for name, chain in module.parametrizations.items():
-            if not all(isinstance(p, MaskedWeight) for p in chain):
-                raise ValueError(f"{type(module).__name__}.{name} carries parametrizations other than slr_prune "
-                                 "masks; remove them before export")
-        values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
-        del module._modules["parametrizations"]
-        module.__class__ = type(module).__bases__[0]
-        for name, value in values.items():
-            module.register_parameter(name, nn.Parameter(value))
+    """A CPU float32 eval-mode copy of `model` with attached masks squashed into the weights."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for name, chain in module.parametrizations.items():
+                if not all(isinstance(p, MaskedWeight) for p in chain):
+                    raise ValueError(f"{type(module).__name__}.{name} carries parametrizations other than slr_prune "
+                                     "masks; remove them before export")
+    clone = squash(copy.deepcopy(model))
     if hasattr(clone, "criterion"):
         clone.criterion = None  # training-only state that would pickle the loss into the file
     return clone.float().cpu().eval()
