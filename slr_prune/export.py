@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .masks import MaskedWeight, squash
+from .models.yolo import check_detection_model, import_ultralytics, onnx_export_mode
 
 __all__ = ["plain_copy", "export_ultralytics", "export_onnx", "onnx_max_difference"]
 
@@ -36,10 +37,7 @@ def plain_copy(model: nn.Module) -> nn.Module:
                 if not all(isinstance(p, MaskedWeight) for p in chain):
                     raise ValueError(f"{type(module).__name__}.{name} carries parametrizations other than slr_prune "
                                      "masks; remove them before export")
-    clone = squash(copy.deepcopy(model))
-    if hasattr(clone, "criterion"):
-        clone.criterion = None  # training-only state that would pickle the loss into the file
-    return clone.float().cpu().eval()
+    return squash(copy.deepcopy(model)).float().cpu().eval()
 
 
 def _sparsity(model: nn.Module) -> dict[str, Any]:
@@ -64,14 +62,14 @@ def export_ultralytics(model: nn.Module, path: str | Path, *, names: Sequence[st
     checkpoint's training arguments (ultralytics reads imgsz, task, ... from them); `half` stores
     float16 weights as ultralytics' own checkpoints do (zeros stay zeros), the default keeps float32.
     """
-    from .models.yolo import check_detection_model, import_ultralytics
-
     ultralytics = import_ultralytics()
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"ultralytics model files end in .pt, got {str(path)!r}")
     check_detection_model(model, type(model).__name__)
     clone = plain_copy(model)
+    if hasattr(clone, "criterion"):
+        clone.criterion = None  # training-only state that would pickle the loss into the file
     if names is not None:
         clone.names = dict(names) if isinstance(names, Mapping) else dict(enumerate(names))
     args = dict(train_args if train_args is not None else _args_dict(getattr(model, "args", None)))
@@ -124,7 +122,7 @@ def export_onnx(model: nn.Module, path: str | Path, example_input: Tensor, *, op
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clone = plain_copy(model)
-    _export_mode(clone)
+    onnx_export_mode(clone)
     x = example_input.detach().float().cpu()
     with torch.no_grad():
         clone(x)  # builds anchor grids etc. for this input shape
@@ -138,23 +136,13 @@ def export_onnx(model: nn.Module, path: str | Path, example_input: Tensor, *, op
     return path
 
 
-def _export_mode(model: nn.Module) -> None:
-    """ultralytics heads return a single tensor in export mode; other models are left as they are."""
-    for m in model.modules():
-        if type(m).__module__.startswith("ultralytics.nn.modules") and hasattr(type(m), "export"):
-            m.export = True
-            m.format = "onnx"
-            if hasattr(m, "dynamic"):
-                m.dynamic = False
-
-
 def onnx_max_difference(path: str | Path, model: nn.Module, example_input: Tensor) -> float:
     """Largest absolute difference between onnxruntime's output and PyTorch's on `example_input`."""
     import numpy as np
     import onnxruntime as ort
 
     clone = plain_copy(model)
-    _export_mode(clone)
+    onnx_export_mode(clone)
     x = example_input.detach().float().cpu()
     with torch.no_grad():
         ref = clone(x)
