@@ -201,7 +201,7 @@ def _with_val_json(data_yaml: Path, val_json: Path, out: Path) -> Path:
     """A copy of the data yaml with `val_json` set (absolute paths, so it can live in --out)."""
     import yaml
 
-    from slr_prune.adapters.yolo import load_data_yaml
+    from slr_prune.data.yolo import load_data_yaml
 
     parsed = load_data_yaml(data_yaml)  # validates the original first
     spec = yaml.safe_load(data_yaml.read_text())

@@ -23,35 +23,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .masks import MaskedWeight
+from .masks import MaskedWeight, squash
+from .models.yolo import check_detection_model, import_ultralytics, onnx_export_mode
 
 __all__ = ["plain_copy", "export_ultralytics", "export_onnx", "onnx_max_difference"]
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
-    """A CPU float32 eval-mode copy of `model` with masks squashed into the weights.
-
-    `masks.squash` must not run on a deepcopy: torch gives the copy the same injected
-    Parametrized* class, and removing the parametrization deletes the weight property from that
-    shared class, breaking the original.  So the copy is un-parametrized here by swapping each
-    module's class back to its base, which leaves the shared class alone.
-    """
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        if not parametrize.is_parametrized(module):
-            continue
-        for name, chain in module.parametrizations.items():
-            if not all(isinstance(p, MaskedWeight) for p in chain):
-                raise ValueError(f"{type(module).__name__}.{name} carries parametrizations other than slr_prune "
-                                 "masks; remove them before export")
-        values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}
-        del module._modules["parametrizations"]
-        module.__class__ = type(module).__bases__[0]
-        for name, value in values.items():
-            module.register_parameter(name, nn.Parameter(value))
-    if hasattr(clone, "criterion"):
-        clone.criterion = None  # training-only state that would pickle the loss into the file
-    return clone.float().cpu().eval()
+    """A CPU float32 eval-mode copy of `model` with attached masks squashed into the weights."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for name, chain in module.parametrizations.items():
+                if not all(isinstance(p, MaskedWeight) for p in chain):
+                    raise ValueError(f"{type(module).__name__}.{name} carries parametrizations other than slr_prune "
+                                     "masks; remove them before export")
+    return squash(copy.deepcopy(model)).float().cpu().eval()
 
 
 def _sparsity(model: nn.Module) -> dict[str, Any]:
@@ -76,14 +62,14 @@ def export_ultralytics(model: nn.Module, path: str | Path, *, names: Sequence[st
     checkpoint's training arguments (ultralytics reads imgsz, task, ... from them); `half` stores
     float16 weights as ultralytics' own checkpoints do (zeros stay zeros), the default keeps float32.
     """
-    from .adapters.yolo import _check_detection, import_ultralytics
-
     ultralytics = import_ultralytics()
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"ultralytics model files end in .pt, got {str(path)!r}")
-    _check_detection(model, type(model).__name__)
+    check_detection_model(model, type(model).__name__)
     clone = plain_copy(model)
+    if hasattr(clone, "criterion"):
+        clone.criterion = None  # training-only state that would pickle the loss into the file
     if names is not None:
         clone.names = dict(names) if isinstance(names, Mapping) else dict(enumerate(names))
     args = dict(train_args if train_args is not None else _args_dict(getattr(model, "args", None)))
@@ -136,7 +122,7 @@ def export_onnx(model: nn.Module, path: str | Path, example_input: Tensor, *, op
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clone = plain_copy(model)
-    _export_mode(clone)
+    onnx_export_mode(clone)
     x = example_input.detach().float().cpu()
     with torch.no_grad():
         clone(x)  # builds anchor grids etc. for this input shape
@@ -150,23 +136,13 @@ def export_onnx(model: nn.Module, path: str | Path, example_input: Tensor, *, op
     return path
 
 
-def _export_mode(model: nn.Module) -> None:
-    """ultralytics heads return a single tensor in export mode; other models are left as they are."""
-    for m in model.modules():
-        if type(m).__module__.startswith("ultralytics.nn.modules") and hasattr(type(m), "export"):
-            m.export = True
-            m.format = "onnx"
-            if hasattr(m, "dynamic"):
-                m.dynamic = False
-
-
 def onnx_max_difference(path: str | Path, model: nn.Module, example_input: Tensor) -> float:
     """Largest absolute difference between onnxruntime's output and PyTorch's on `example_input`."""
     import numpy as np
     import onnxruntime as ort
 
     clone = plain_copy(model)
-    _export_mode(clone)
+    onnx_export_mode(clone)
     x = example_input.detach().float().cpu()
     with torch.no_grad():
         ref = clone(x)

@@ -7,6 +7,7 @@ from fixtures import write_cifar10, write_image_folders
 
 from slr_prune.adapters import ClassificationTask
 from slr_prune.data import CIFAR10Batches, classification_datasets
+from slr_prune.data.cache import cache_root, cached_folder
 from slr_prune.models import create_model, list_models
 
 
@@ -124,3 +125,27 @@ def test_digits_task_is_the_default():
     x, y = next(iter(task.train_loader()))
     assert model(x).shape == (len(y), 10)
     assert 0 <= task.evaluate(model, torch.device("cpu"))["accuracy"] <= 1
+
+
+def test_cached_folder_is_written_once_and_never_half(tmp_path, monkeypatch):
+    calls = []
+
+    def write(folder):
+        calls.append(folder)
+        (folder / "a.txt").write_text("a")
+
+    notes = []
+    first = cached_folder("gen/x", write, ("a.txt",), tmp_path, lambda p, writing: notes.append(writing))
+    again = cached_folder("gen/x", write, ("a.txt",), tmp_path, lambda p, writing: notes.append(writing))
+    assert first == again == tmp_path / "gen" / "x" and (first / "a.txt").read_text() == "a"
+    assert len(calls) == 1 and calls[0] != first and notes == [True, False]
+
+    def fail(folder):
+        (folder / "part.txt").write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        cached_folder("gen/y", fail, ("a.txt",), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == ["x"]  # no half-written folder left
+    monkeypatch.setenv("SLR_PRUNE_CACHE", str(tmp_path / "env"))
+    assert cache_root() == tmp_path / "env"

@@ -15,11 +15,13 @@ if importlib.util.find_spec("ultralytics") is None or importlib.util.find_spec("
 
 from yolo_fixtures import ReplayDetector, perfect_outputs, small_dataset  # noqa: E402
 
-from slr_prune.adapters.yolo import YoloTask, head_exclusions, import_ultralytics, load_data_yaml  # noqa: E402
+from slr_prune.adapters.yolo import YoloTask  # noqa: E402
 from slr_prune.data.synthetic_detection import SyntheticDetectionConfig, write_synthetic_detection  # noqa: E402
+from slr_prune.data.yolo import load_data_yaml  # noqa: E402
 from slr_prune.engine import TrainConfig, prune  # noqa: E402
 from slr_prune.export import export_onnx, export_ultralytics, onnx_max_difference  # noqa: E402
 from slr_prune.masks import Masks  # noqa: E402
+from slr_prune.models.yolo import head_exclusions, import_ultralytics  # noqa: E402
 from slr_prune.spec import PruneSpec  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -45,8 +47,9 @@ def test_import_is_light_and_ultralytics_is_kept_offline():
 
     code = (
         "import sys, slr_prune, slr_prune.metrics.coco, slr_prune.export, slr_prune.data.synthetic_detection\n"
+        "import slr_prune.adapters.yolo, slr_prune.data.yolo, slr_prune.models.yolo\n"
         "assert not {'ultralytics', 'pycocotools'} & set(sys.modules), 'imported at import time'\n"
-        "from slr_prune.adapters.yolo import import_ultralytics\n"
+        "from slr_prune.models.yolo import import_ultralytics\n"
         "import_ultralytics()\n"
         "from ultralytics.utils import AUTOINSTALL, ONLINE, checks, downloads\n"
         "print(ONLINE, checks.ONLINE, AUTOINSTALL, downloads.is_online())\n")

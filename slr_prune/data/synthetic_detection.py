@@ -12,13 +12,16 @@ The output is what a user would have on disk for a real dataset:
     root/annotations/instances_{train,val}.json                          (COCO instances, ids from 1)
     root/data.yaml                            (ultralytics data yaml, paths relative to it, + val_json)
 
+`synthetic_detection_cache` writes one set per config into the cache folder (slr_prune.data.cache).
 Nothing here imports ultralytics; PIL and numpy draw the images.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SHAPES", "SyntheticDetectionConfig", "write_synthetic_detection"]
+from .cache import cached_folder
+
+__all__ = ["SHAPES", "SyntheticDetectionConfig", "write_synthetic_detection", "synthetic_detection_cache"]
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "diamond", "ring")
 HUES: tuple[float, ...] = (0.0, 0.33, 0.62, 0.12, 0.80, 0.48)  # one hue band per class, far apart
@@ -120,6 +125,23 @@ def write_synthetic_detection(root: str | Path, config: SyntheticDetectionConfig
     ]
     (root / "data.yaml").write_text("\n".join(yaml_lines) + "\n")
     marker.write_text(json.dumps(asdict(config)))
+    return root / "data.yaml"
+
+
+def synthetic_detection_cache(cache_dir: str | Path | None = None, **options: Any) -> Path:
+    """The data.yaml of the set of `options` (SyntheticDetectionConfig fields) in the cache, written once."""
+    config = SyntheticDetectionConfig(**options)
+    key = hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:10]
+
+    def announce(root: Path, writing: bool) -> None:
+        if writing:
+            print(f"note: no data yaml given; writing a synthetic detection set ({config.train_images} train / "
+                  f"{config.val_images} val images, {config.num_classes} classes) to {root}", file=sys.stderr)
+        else:
+            print(f"note: no data yaml given; using the synthetic detection set at {root}", file=sys.stderr)
+
+    root = cached_folder(f"synthetic_detection/{key}", lambda folder: write_synthetic_detection(folder, config),
+                         ("data.yaml", DONE), cache_dir, announce)
     return root / "data.yaml"
 
 

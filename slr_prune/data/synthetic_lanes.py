@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .cache import cached_folder
 from .tusimple import H_SAMPLES, LABEL_HEIGHT, LABEL_WIDTH, NO_POINT, lane_slots
 
 __all__ = ["synthetic_scene", "render_scene", "write_synthetic_tusimple", "synthetic_tusimple_cache",
@@ -156,41 +154,17 @@ def write_synthetic_tusimple(root: str | Path, num_train: int = 96, num_test: in
     return root
 
 
-def default_cache_dir() -> Path:
-    """$SLR_PRUNE_CACHE, else $XDG_CACHE_HOME/slr_prune, else ~/.cache/slr_prune."""
-    if os.environ.get("SLR_PRUNE_CACHE"):
-        return Path(os.environ["SLR_PRUNE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "slr_prune"
-
-
 def synthetic_tusimple_cache(num_train: int = 96, num_test: int = 32, image_size: tuple[int, int] = (180, 320),
                              seed: int = 0, cache_dir: str | Path | None = None, verbose: bool = True) -> Path:
-    """A synthetic dataset in the cache folder, generated once (atomically) and reused after."""
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    name = f"tusimple-synthetic-{num_train}-{num_test}-{image_size[0]}x{image_size[1]}-seed{seed}"
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        cache = Path(tempfile.gettempdir()) / "slr_prune"
-        cache.mkdir(parents=True, exist_ok=True)
-    target = cache / name
-    if (target / TEST_FILE).is_file() and (target / TRAIN_FILE).is_file():
-        if verbose:
+    """A synthetic dataset in the cache folder (slr_prune.data.cache), generated once and reused after."""
+
+    def announce(target: Path, writing: bool) -> None:
+        if writing:
+            print(f"lane: no dataset given; generating a synthetic TuSimple-format dataset ({num_train} train / "
+                  f"{num_test} test images) in {target}", flush=True)
+        else:
             print(f"lane: no dataset given; using the synthetic TuSimple-format data in {target}", flush=True)
-        return target
-    if verbose:
-        print(f"lane: no dataset given; generating a synthetic TuSimple-format dataset ({num_train} train / "
-              f"{num_test} test images) in {target}", flush=True)
-    tmp = Path(tempfile.mkdtemp(prefix=name + ".", dir=cache))
-    try:
-        write_synthetic_tusimple(tmp, num_train, num_test, image_size, seed)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first
-            if not (target / TEST_FILE).is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    name = f"tusimple-synthetic-{num_train}-{num_test}-{image_size[0]}x{image_size[1]}-seed{seed}"
+    return cached_folder(name, lambda folder: write_synthetic_tusimple(folder, num_train, num_test, image_size, seed),
+                         (TEST_FILE, TRAIN_FILE), cache_dir, announce if verbose else None)
