@@ -21,3 +21,51 @@ def test_import_is_light():
     code = f"import sys, slr_prune; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_the_readme_example_runs(tmp_path):
+    (code,) = _python_blocks(ROOT / "README.md")
+    script = tmp_path / "readme.py"
+    script.write_text(code)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "hard-pruned" in proc.stdout and "+ BatchNorm recalibrated" in proc.stdout
+
+
+def test_every_python_snippet_compiles():
+    for path in DOCS:
+        for i, code in enumerate(_python_blocks(path)):
+            compile(code, f"{path.name} block {i}", "exec")
+
+
+def _command_lines(text: str) -> list[str]:
+    """Lines that start with `slr-prune ` (continuations joined, comments cut)."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [line.split(" #")[0].strip() for line in joined.splitlines() if line.strip().startswith("slr-prune ")]
+
+
+def test_every_documented_command_line_parses():
+    """Each `slr-prune` line in README and docs names real commands, options and choices."""
+    import shlex
+
+    from slr_prune.cli import build_parser
+
+    parser = build_parser()
+    checked = 0
+    for path in DOCS:
+        for line in _command_lines(path.read_text()):
+            argv = [a for a in shlex.split(line.replace("~", "/home/user"))[1:] if a not in ("\\",)]
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as e:
+                raise AssertionError(f"{path.name}: {line!r} does not parse") from e
+            assert not str(getattr(args, "out", "")).endswith(".pt"), f"{path.name}: --out names a folder: {line!r}"
+            checked += 1
+    assert checked >= 10

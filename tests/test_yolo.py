@@ -168,6 +168,16 @@ def test_head_exclusions_and_loss(task):
     assert torch.isfinite(eval_loss)
 
 
+def test_calibration_runs_the_model_as_the_task_does(task):
+    from slr_prune.structured.criteria import Calibration
+
+    model = task.build_model().eval()
+    calibration = Calibration.from_task(task, 1, CPU)
+    batch = calibration.batches[0]
+    with torch.no_grad():  # uint8 images: the task's forward normalises them
+        torch.testing.assert_close(calibration.forward(model, batch)[0], task.forward(model, batch, CPU)[0])
+
+
 def test_evaluation_maps_predictions_back_to_the_images(task, data, tmp_path):
     perfect = task.evaluate(ReplayDetector(perfect_outputs(task.val_loader(), 3)), CPU)
     assert perfect["map50"] == pytest.approx(1.0) and perfect["map"] > 0.95
