@@ -111,3 +111,32 @@ def test_shipped_configs_parse_and_fit_their_models(config):
     model = create_model(args.model, image_size=size, in_channels=1 if args.dataset == "digits" else 3)
     assert make_spec(args).resolve(model)
     assert args.epochs > 0 and args.method in ("slr", "admm")
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("include-first: 'false'\n", "include-first must be true or false"),
+    ("epochs: 1.5\n", "argument --epochs: invalid int value: '1.5'"),
+    ("lr: null\n", "lr has no value"),
+    ("method: sllr\n", "argument --method: invalid choice: 'sllr'"),
+    ("ratio: [0.5\n", "not valid YAML"),
+])
+def test_config_values_get_the_command_lines_types(capsys, tmp_path, yaml_text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(SystemExit) as e:
+        main(["prune", "--config", str(config)])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_spec_options_that_do_not_apply_are_refused(capsys):
+    code, _, err = run(capsys, "describe", "--form", "2:4", "--ratio", 0.9)
+    assert code == 2 and "--form 2:4 fixes its own density, so --ratio 0.9 does not apply" in err
+    code, _, err = run(capsys, "describe", "--form", "filter", "--ratio", 0.5, "--global-budget")
+    assert code == 2 and "--global-budget takes --ratio with --form unstructured" in err
+    code, out, err = run(capsys, "describe", "--model", "resnet20", "--form", "4:8")
+    assert code == 0 and "4:8" in out and "for input (1, 8, 8) and 10 classes" in out
+
+
+def test_train_out_names_a_folder(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--epochs", 0, "--out", tmp_path / "dense.pt")
+    assert code == 2 and "--out names a run folder" in err

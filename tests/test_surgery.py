@@ -195,3 +195,20 @@ def test_compare_latency_interleaves_and_reports():
     assert stats["small"].median_ms > 0 and stats["small"].throughput > 0
     with pytest.raises(ValueError, match="repeats"):
         compare_latency({"m": small}, torch.randn(1, 3, 8, 8), repeats=0)
+
+
+def test_export_of_a_structured_resnet20(tmp_path, capsys):
+    from slr_prune.cli import main
+
+    out = tmp_path / "s"
+    assert main(["structured", "--model", "resnet20", "--criterion", "l1", "--flops-target", "0.5",
+                 "--finetune-epochs", "0", "--no-latency", "--device", "cpu", "--out", str(out)]) == 0
+    capsys.readouterr()
+    for fmt in ("state_dict", "onnx"):
+        code = main(["export", "--checkpoint", str(out / "pruned.pt"), "--format", fmt, "--out", str(tmp_path / "x")])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert "exported structured model" in captured.out and "— match" in captured.out
+    assert main(["export", "--checkpoint", str(out / "pruned.pt"), "--format", "ultralytics",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "is not a detection model" in capsys.readouterr().err

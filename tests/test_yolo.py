@@ -277,6 +277,12 @@ def test_cli_prune_and_evaluate(monkeypatch, capsys, data, tmp_path):
         captured = capsys.readouterr()
         assert code == 0, captured.err
         assert f"as {fmt}" in captured.out and "— match" in captured.out
+    # structured pruning keeps the head's output convs by the task's default exclusions (no --ignore)
+    code = main(["structured", *common, "--criterion", "l1", "--flops-target", "0.5", "--finetune-epochs", "0",
+                 "--no-latency", "--no-progress", "--out", str(tmp_path / "s")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads((tmp_path / "s" / "report.json").read_text())["costs"]["macs_ratio"] >= 1.9
     code = main(["evaluate", *common, "--checkpoint", str(out / "pruned.pt")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
