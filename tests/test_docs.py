@@ -69,3 +69,12 @@ def test_every_documented_command_line_parses():
             assert not str(getattr(args, "out", "")).endswith(".pt"), f"{path.name}: --out names a folder: {line!r}"
             checked += 1
     assert checked >= 10
+
+
+def test_the_registry_example_runs(tmp_path):
+    (code,) = [b for b in _python_blocks(ROOT / "docs" / "api.md") if "register_solver" in b]
+    script = tmp_path / "registry.py"
+    script.write_text(code)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("True")
