@@ -140,3 +140,15 @@ def test_spec_options_that_do_not_apply_are_refused(capsys):
 def test_train_out_names_a_folder(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--epochs", 0, "--out", tmp_path / "dense.pt")
     assert code == 2 and "--out names a run folder" in err
+
+
+def test_task_options_from_the_command_line(capsys):
+    code, out, err = run(capsys, "describe", "--task", "lane", "--task-option", "hidden=512", "--ratio", 0.5)
+    assert code == 0, err
+    assert "512×" in out
+    code, _, err = run(capsys, "describe", "--task", "lane", "--task-option", "hidden=5x", "--ratio", 0.5)
+    assert code == 2 and "--task-option hidden: '5x' is not an integer" in err
+    code, _, err = run(capsys, "describe", "--task", "lane", "--task-option", "hiden=1", "--ratio", 0.5)
+    assert code == 2 and "KEY one of" in err and "griding_num" in err
+    code, _, err = run(capsys, "describe", "--task", "lane", "--augment", "light", "--ratio", 0.5)
+    assert code == 2 and "--task lane takes no --augment" in err

@@ -45,6 +45,9 @@ def task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, default=None, help="input size (default: the dataset's or task's)")
     g.add_argument("--augment", default=None, choices=AUGMENTS,
                    help="image folders: training augmentation (default: imagenet from 128 px, light below)")
+    g.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other option of the task's constructor, e.g. hidden=512 or griding_num=50 for "
+                        "--task lane (repeatable; an unknown key lists the valid ones)")
     g.add_argument("--batch-size", type=int, default=64, help="training batch size")
     g.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -146,6 +149,7 @@ def make_task(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None
     given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size,
              "augment": getattr(args, "augment", None)}
     given = {k: v for k, v in given.items() if v is not None}
+    given.update(task_options(name, getattr(args, "task_option", [])))
     valid = {f.name for f in dataclasses.fields(TASKS.get(name).options)}
     unknown = sorted(set(given) - valid)
     if unknown:
@@ -153,6 +157,22 @@ def make_task(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None
     options = {**saved, **given}
     return create_task(name, **{k: v for k, v in options.items() if v is not None},
                        batch_size=args.batch_size, workers=args.workers, seed=args.seed)
+
+
+def task_options(name: str, items: list[str]) -> dict[str, Any]:
+    """--task-option KEY=VALUE items, each converted to the type of the task's option."""
+    from .options import convert
+
+    fields = {f.name: f for f in dataclasses.fields(TASKS.get(name).options)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise ValueError(f"--task-option {item!r}: give KEY=VALUE with KEY one of "
+                             f"{', '.join(sorted(fields))} (the options of --task {name})")
+        out[key] = convert(text.strip(), fields[key].type, f"--task-option {key}")
+    return out
 
 
 def train_config(args: argparse.Namespace, prefix: str = "", **overrides: Any):

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..registry import Entry
 
-__all__ = ["add_entry_options", "entry_options"]
+__all__ = ["add_entry_options", "entry_options", "convert"]
 
 
 def _base_type(tp: Any) -> Any:
@@ -25,6 +25,30 @@ def _base_type(tp: Any) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return args[0] if len(args) == 1 else str
     return tp
+
+
+def convert(text: str, tp: Any, where: str) -> Any:
+    """`text` as a value of annotation `tp` (int, float, bool, str, a Literal, optionally None)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and text.lower() in ("none", "null"):
+        return None
+    base = _base_type(tp)
+    if typing.get_origin(base) is typing.Literal:
+        choices = [str(c) for c in typing.get_args(base)]
+        if text not in choices:
+            raise ValueError(f"{where}: {text!r} is not one of {', '.join(choices)}")
+        return text
+    if base is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{where}: {text!r} is not true or false")
+        return text.lower() in ("true", "1", "yes")
+    if base in (int, float):
+        try:
+            return base(text)
+        except ValueError as e:
+            raise ValueError(f"{where}: {text!r} is not {'an integer' if base is int else 'a number'}") from e
+    if base is str or base is Any:
+        return text
+    raise ValueError(f"{where}: this option takes a structured value; set it from Python")
 
 
 def _dest(f: dataclasses.Field) -> str:
