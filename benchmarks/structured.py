@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
 import time
@@ -105,9 +106,11 @@ def dense_model(args: argparse.Namespace, task: ClassificationTask, out: Path) -
 def run_ours(args: argparse.Namespace, task: ClassificationTask, dense: torch.nn.Module, criterion: str) -> dict:
     model = copy.deepcopy(dense)
     options: dict[str, Any] = {}
-    if criterion == "lfe":
+    entry = CRITERIA.get(criterion)
+    if any(f.name == "samples" for f in dataclasses.fields(entry.options)):
         options = {"samples": args.lfe_samples}
-    if criterion in ("slr", "admm"):
+    trains = bool(entry.traits.get("solver"))
+    if trains:
         options = {"train": config(args, args.solver_epochs, args.solver_lr)}
     torch.manual_seed(args.seed)
     r = structured_prune(model, task, criterion=criterion, criterion_options=options, flops_target=args.flops_target,
@@ -120,7 +123,7 @@ def run_ours(args: argparse.Namespace, task: ClassificationTask, dense: torch.nn
             "params": r.costs["after"]["params"], "macs": r.costs["after"]["macs"],
             "params_before": r.costs["before"]["params"], "macs_before": r.costs["before"]["macs"],
             "seconds": r.seconds, "counts": r.counts,
-            "note": f"+{args.solver_epochs} {criterion} epochs" if criterion in ("slr", "admm") else ""}
+            "note": f"+{args.solver_epochs} {criterion} epochs" if trains else ""}
 
 
 def run_tp(args: argparse.Namespace, task: ClassificationTask, dense: torch.nn.Module) -> dict:

@@ -5,38 +5,34 @@ the input is small (≤ 64 px), the usual practice for 32×32 data.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 
 from torch import nn
 
+from ..registry import Registry
 from .cifar_resnet import CifarResNet
 from .digits_cnn import DigitsCNN
 
-__all__ = ["register_model", "create_model", "list_models", "CifarResNet", "DigitsCNN"]
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "CifarResNet", "DigitsCNN"]
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[nn.Module] = Registry("model")
+"""Classification architectures by name; a builder takes (num_classes, image_size, in_channels)."""
 SMALL_INPUT = 64
 
 
-def register_model(name: str):
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: make a builder `fn(num_classes, image_size, in_channels) -> nn.Module` creatable."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = fn
-        return fn
-
-    return wrap
+    return MODELS.register(name, help=f"{name} classifier")
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    return sorted(fnmatch.filter(_REGISTRY, pattern))
+    return sorted(MODELS.list(pattern))
 
 
 def create_model(name: str, num_classes: int = 10, image_size: int = 32, in_channels: int = 3) -> nn.Module:
-    if name not in _REGISTRY:
+    if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _REGISTRY[name](num_classes=num_classes, image_size=image_size, in_channels=in_channels)
+    return MODELS.get(name).build(num_classes=num_classes, image_size=image_size, in_channels=in_channels)
 
 
 def _stem_conv(in_channels: int, out: int) -> nn.Conv2d:
