@@ -42,6 +42,8 @@ class YoloTask(Task):
     (mAP@0.5:0.95).  exclude_head picks `default_exclude`: "last" (default), "head" or "none".
     hyp overrides ultralytics hyper-parameters: augmentations (mosaic, fliplr, hsv_*, scale, ...) and
     the loss gains (box, cls, dfl).  val_images evaluates only the first N val images.
+    trust_checkpoint allows a user .pt that ultralytics' weights-only allow-list refuses (a full
+    unpickle can run code; never needed for files written by ultralytics or slr_prune).
     """
 
     metric = "map50"
@@ -51,7 +53,8 @@ class YoloTask(Task):
                  workers: int = 0, seed: int = 0, exclude_head: str = "last",
                  hyp: Mapping[str, Any] | None = None, conf: float = 0.001, iou: float = 0.7,
                  max_det: int = 300, val_images: int | None = None,
-                 synthetic: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None):
+                 synthetic: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None,
+                 trust_checkpoint: bool = False):
         import_ultralytics()
         if dataset not in (None, "synthetic", "yolo", "coco"):
             raise ValueError(f"dataset {dataset!r}: the yolo task reads a data yaml (--data); dataset may be "
@@ -65,6 +68,7 @@ class YoloTask(Task):
         if not (0 <= conf < 1 and 0 < iou <= 1):
             raise ValueError(f"need 0 ≤ conf < 1 and 0 < iou ≤ 1, got conf={conf}, iou={iou}")
         self.model_name = str(model)
+        self.trust_checkpoint = bool(trust_checkpoint)
         self.data_arg = None if data is None else str(data)
         self.synthetic_options = dict(synthetic or {})
         if data is None:
@@ -135,7 +139,7 @@ class YoloTask(Task):
         if not name.endswith(".pt"):
             raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}, a model .yaml or "
                              "an ultralytics .pt file")
-        model = load_detection_model(name)
+        model = load_detection_model(name, trust=self.trust_checkpoint)
         nc = int(model.model[-1].nc)
         if nc != self.data.nc:
             raise ValueError(f"model file {name!r} predicts {nc} classes but the data has {self.data.nc} "

@@ -48,6 +48,9 @@ def task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other option of the task's constructor, e.g. hidden=512 or griding_num=50 for "
                         "--task lane (repeatable; an unknown key lists the valid ones)")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="--task yolo: allow a model .pt that the safe (weights-only) loader refuses; a full "
+                        "unpickle can run code, so only for files you trust")
     g.add_argument("--batch-size", type=int, default=64, help="training batch size")
     g.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -147,7 +150,8 @@ def make_task(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None
     saved = dict((checkpoint or {}).get("task", {}))  # every option the task recorded
     name = args.task or (checkpoint or {}).get("task_name") or "classification"
     given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size,
-             "augment": getattr(args, "augment", None)}
+             "augment": getattr(args, "augment", None),
+             "trust_checkpoint": getattr(args, "trust_checkpoint", False) or None}
     given = {k: v for k, v in given.items() if v is not None}
     given.update(task_options(name, getattr(args, "task_option", [])))
     valid = {f.name for f in dataclasses.fields(TASKS.get(name).options)}

@@ -58,9 +58,10 @@ def _state_dict(task: Any, model: nn.Module, path: Path, x: Tensor) -> tuple[Pat
 def _ultralytics(task: Any, model: nn.Module, path: Path, x: Tensor) -> tuple[Path, float]:
     from ..export import export_ultralytics
 
+    from ..models.yolo import load_detection_model
+
     export_ultralytics(model, path)
-    # our own file, just written: ultralytics' format is a pickled module
-    loaded = torch.load(path, map_location="cpu", weights_only=False)["model"].float().eval()
+    loaded = load_detection_model(path).eval()  # through the safe loader, as a user would load it
     return path, _difference(_outputs(loaded, x), _outputs(model, x))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,20 +36,47 @@ def find_cifar10(root: str | Path) -> Path:
                             "test_batch); expected them in it or in its cifar-10-batches-py folder")
 
 
+# What a CIFAR python batch pickles: a dict of str/bytes/lists/ints and one numpy uint8 array.
+ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("__builtin__", "object"), ("builtins", "object"), ("_codecs", "encode"),  # bytes under protocol 2
+}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles only the types a CIFAR batch holds; anything else (code) is refused, not run."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds "
+                                         "(refused: unpickling it could run code)")
+        return super().find_class(module, name)
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     if not path.is_file():
         raise FileNotFoundError(f"CIFAR-10 batch {str(path)!r} is missing")
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = BatchUnpickler(f, encoding="latin1").load()
+        entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
         data, labels = entry["data"], entry.get("labels", entry.get("fine_labels"))
-        data = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
     except Exception as e:  # a wrong format shows up as any of several errors
         raise ValueError(f"{str(path)!r} is not a CIFAR-10 python batch (a pickled dict with "
                          f"'data' N×3072 uint8 and 'labels'): {e}") from e
-    if labels is None or len(labels) != len(data):
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        raise ValueError(f"{str(path)!r}: 'data' must be an N×3072 uint8 array, got "
+                         f"{type(data).__name__} {getattr(data, 'dtype', '')} {shape}")
+    if len(data) == 0:
+        raise ValueError(f"{str(path)!r} holds no images")
+    if not isinstance(labels, list | tuple) or len(labels) != len(data):
         raise ValueError(f"{str(path)!r}: {len(data)} images but labels do not match")
-    return data, list(labels)
+    if not all(isinstance(t, int) and 0 <= t <= 9 for t in labels):
+        raise ValueError(f"{str(path)!r}: labels must be integers in 0..9")
+    return data.reshape(-1, 3, 32, 32), list(labels)
 
 
 class CIFAR10Batches(Dataset):

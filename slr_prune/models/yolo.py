@@ -80,8 +80,12 @@ def build_detection_model(config: str | Path, nc: int, names: Sequence[str] | No
     return model
 
 
-def load_detection_model(path: str | Path) -> nn.Module:
+def load_detection_model(path: str | Path, trust: bool = False) -> nn.Module:
     """The detection model in an ultralytics .pt (EMA weights when present), in float32 and train mode.
+
+    The file is read with `torch.load(weights_only=True)` against ultralytics' allow-list of model
+    classes, so a crafted file cannot run code; `trust=True` (`--trust-checkpoint`) allows a full
+    unpickle, for files from a source the user trusts that hold other classes.
 
     Raises FileNotFoundError for a missing file (ultralytics would try to download it) and
     ValueError for a file that holds no ultralytics detection model (a classifier, a
@@ -96,11 +100,19 @@ def load_detection_model(path: str | Path) -> nn.Module:
                          f"{', '.join(MODEL_CONFIGS)}")
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    from ultralytics.nn.tasks import _SafeLoad
+
+    if not trust and not _SafeLoad.SUPPORTED:
+        raise ValueError(f"model file {str(path)!r}: this torch cannot load ultralytics files safely (needs torch "
+                         "≥ 2.6); pass --trust-checkpoint (trust=True) only for a file you trust")
     try:
-        ckpt, _ = torch_safe_load(str(path))
+        ckpt, _ = torch_safe_load(str(path), safe_only=not trust)
     except Exception as e:
+        hint = "" if trust else ("; it was read without running code (weights_only), and a file that needs more "
+                                 "can run code when loaded: pass --trust-checkpoint only if you trust its source")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(f"model file {str(path)!r} could not be read as an ultralytics checkpoint: "
-                         f"{type(e).__name__}: {e}") from e
+                         f"{type(e).__name__}: {first}{hint}") from e
     model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
     if not isinstance(model, nn.Module):
         keys = ", ".join(list(ckpt)[:6]) if isinstance(ckpt, dict) else type(ckpt).__name__
