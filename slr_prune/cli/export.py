@@ -57,7 +57,6 @@ def _state_dict(task: Any, model: nn.Module, path: Path, x: Tensor) -> tuple[Pat
                     suffix=".pt")
 def _ultralytics(task: Any, model: nn.Module, path: Path, x: Tensor) -> tuple[Path, float]:
     from ..export import export_ultralytics
-
     from ..models.yolo import load_detection_model
 
     export_ultralytics(model, path)
