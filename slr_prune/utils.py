@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["weights_set_to"]
+__all__ = ["weights_set_to", "state_digest"]
 
 
 @contextmanager
@@ -22,3 +23,13 @@ def weights_set_to(params: list[Tensor], values: list[Tensor]) -> Iterator[None]
     finally:
         with torch.no_grad():
             torch._foreach_copy_([p.data for p in params], saved)
+
+
+def state_digest(model: nn.Module) -> str:
+    """A short SHA-256 of the model's state dict (names, shapes, dtypes, values): the weights a run started from."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]

@@ -62,3 +62,65 @@ def test_bad_cifar_batches_name_the_file(capsys, tmp_path, change, message):
     code, _, err = _run(capsys, "train", "--dataset", "cifar10", "--data", root, "--epochs", 1,
                         "--out", tmp_path / "r")
     assert code == 2 and "test_batch" in err and message in err
+
+
+# ---- resume cannot mix runs ------------------------------------------------------------------
+PRUNE = ["prune", "--method", "admm", "--ratio", "0.8", "--epochs", "2", "--finetune-epochs", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dense")
+    assert main(["train", "--epochs", "1", "--no-progress", "--out", str(folder)]) == 0
+    return folder / "dense.pt"
+
+
+def test_resume_with_other_settings_refuses(capsys, tmp_path, dense):
+    out = tmp_path / "p"
+    assert main([*PRUNE, "--checkpoint", str(dense), "--out", str(out), "--keep-checkpoints"]) == 0
+    (out / "pruned.pt").unlink()  # as if the run had stopped after the solver phase
+    capsys.readouterr()
+    for change, named in ((["--ratio", "0.5"], "spec.rules"), (["--epochs", "3"], "epochs: 2 → 3"),
+                          (["--lr", "0.05"], "lr: 0.01 → 0.05"), (["--rho", "0.5"], "solver_options.rho: 0.1 → 0.5"),
+                          (["--seed", "1"], "seed: 0 → 1")):
+        argv = [*PRUNE, "--checkpoint", str(dense), "--out", str(out), "--resume", *change]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "was written with other settings" in err and named in err, (change, err)
+    assert not (out / "pruned.pt").exists()  # nothing was written by the refused runs
+
+
+def test_finished_run_resumed(capsys, tmp_path, dense):
+    out = tmp_path / "p"
+    assert main([*PRUNE, "--checkpoint", str(dense), "--out", str(out)]) == 0
+    first = torch.load(out / "pruned.pt", weights_only=True)
+    capsys.readouterr()
+    assert main([*PRUNE, "--checkpoint", str(dense), "--out", str(out), "--resume"]) == 0
+    assert "is a finished run with these settings" in capsys.readouterr().out
+    again = torch.load(out / "pruned.pt", weights_only=True)
+    assert all(torch.equal(first["model"][k], again["model"][k]) for k in first["model"])
+    assert main([*PRUNE, "--checkpoint", str(dense), "--out", str(out), "--resume", "--epochs", "3"]) == 2
+    assert "train.epochs: 2 → 3" in capsys.readouterr().err
+    other = tmp_path / "other"
+    assert main(["train", "--epochs", "1", "--seed", "3", "--no-progress", "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert main([*PRUNE, "--checkpoint", str(other / "dense.pt"), "--out", str(out), "--resume"]) == 2
+    assert "source_weights" in capsys.readouterr().err  # another dense model
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("rho", -5.0, "rho = -5.0 is not a finite float ≥ 0"),
+    ("rho", 0.0, "rho = 0.0 must be positive"),
+    ("s", float("nan"), "s = nan is not a finite float"),
+    ("k", 1.5, "k = 1.5 is not a finite int"),
+    ("M", 0.5, "has scalars"),
+])
+def test_solver_state_scalars_are_checked(key, value, message):
+    from slr_prune import SLR, PruneSpec, StateError
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    solver = SLR(model, PruneSpec.uniform(0.5))
+    state = solver.state_dict()
+    state["scalars"][key] = value
+    with pytest.raises(StateError, match=message.replace("(", r"\(")):
+        SLR(model, PruneSpec.uniform(0.5)).load_state_dict(state)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..task import task_name
+from ..utils import state_digest
 from .common import load_model, run_folder_args, task_args, train_args, train_config, write_run_files
 
 NAME = "finetune"
@@ -25,11 +26,13 @@ def run(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     task, model, checkpoint = load_model(args)
+    source = state_digest(model)
     names = [n for n, p in model.named_parameters() if p.dim() > 1]
     masks = Masks(checkpoint["masks"]) if "masks" in checkpoint else Masks.from_model(model, names)
     masks.attach(model)
     state = out / "finetune.state.pt"
-    config = train_config(args, checkpoint=str(state), resume=args.resume)
+    config = train_config(args, checkpoint=str(state), resume=args.resume,
+                          settings={"task": task.record(), "source_weights": source})
     history = Trainer(task, model, config, desc="finetune").fit()
     squash(model)
     metrics = task.evaluate(model, next(model.parameters()).device)

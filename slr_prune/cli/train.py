@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> None:
         raise FileExistsError(f"--out {args.out!r} exists and is not a folder")
     task = make_task(args)
     model = task.build_model()
-    config = train_config(args, checkpoint=str(out / "train.state.pt"), resume=args.resume)
+    config = train_config(args, checkpoint=str(out / "train.state.pt"), resume=args.resume,
+                          settings={"task": task.record(), "task_name": task_name(task)})
     history = Trainer(task, model, config).fit()
     if not args.keep_checkpoints:
         Path(config.checkpoint).unlink(missing_ok=True)

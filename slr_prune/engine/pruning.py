@@ -25,9 +25,10 @@ from ..sets import ConstraintSet
 from ..solvers import SOLVERS
 from ..spec import PruneSpec
 from ..task import Task, task_name
+from ..utils import state_digest
 from . import distributed as dist_utils
-from .checkpoint import save_atomic
-from .trainer import TrainConfig, Trainer, resolve_device
+from .checkpoint import load_checkpoint, save_atomic
+from .trainer import TrainConfig, Trainer, check_same_settings, resolve_device
 
 __all__ = ["prune", "PruneResult"]
 
@@ -82,6 +83,12 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
+    run = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(entry.options(**options)),
+           "task": task.record(), "task_name": task_name(task), "source_weights": state_digest(model),
+           "bn_batches": bn_batches}
+    everything = {**run, "train": train.fingerprint(), "finetune": finetune.fingerprint() if finetune else None}
+    if resume and out is not None and (out / "pruned.pt").is_file():
+        return _finished(model, out / "pruned.pt", everything)
     device = resolve_device(train.device)
     model.to(device)
     if device.type == "cuda" and train.channels_last:
@@ -102,7 +109,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
 
     epochs: list[dict[str, Any]] = []
     if solver.trains and train.epochs > 0:
-        config = replace(train, checkpoint=str(out / f"{method}.pt") if out else None, resume=resume)
+        config = replace(train, checkpoint=str(out / f"{method}.pt") if out else None, resume=resume, settings=run)
         epochs = Trainer(task, model, config, solver=solver, epoch_hooks=[hard_prune_hook],
                          desc=method).fit()
 
@@ -119,7 +126,8 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     tuned: list[dict[str, Any]] = []
     if finetune is not None and finetune.epochs > 0:
         masks.attach(model)
-        config = replace(finetune, checkpoint=str(out / "finetune.pt") if out else None, resume=resume)
+        config = replace(finetune, checkpoint=str(out / "finetune.pt") if out else None, resume=resume,
+                         settings={**run, "train": train.fingerprint()})
         tuned = Trainer(task, model, config, desc="finetune").fit()
         squash(model)
 
@@ -133,11 +141,21 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     )
     if out is not None and dist_utils.is_main():
         save_atomic({"model": model.state_dict(), "masks": Masks(masks).state_dict(), "task": task.record(),
-                     "task_name": task_name(task), "result": result.to_dict()}, out / "pruned.pt")
+                     "task_name": task_name(task), "result": result.to_dict(), "settings": everything},
+                    out / "pruned.pt")
         if not keep_checkpoints:
             for phase in (out / f"{method}.pt", out / "finetune.pt"):
                 phase.unlink(missing_ok=True)
     return result
+
+
+def _finished(model: nn.Module, path: Path, settings: dict[str, Any]) -> PruneResult:
+    """A run already completed in `path` with the same settings: load its model and result."""
+    saved = load_checkpoint(path)
+    check_same_settings(saved.get("settings"), settings, path)
+    model.load_state_dict(saved["model"])
+    print(f"note: {str(path)!r} is a finished run with these settings; nothing to do (its result is reported)")
+    return PruneResult(**saved["result"])
 
 
 def _spec_record(spec: PruneSpec | Mapping[str, ConstraintSet]) -> dict[str, Any]:

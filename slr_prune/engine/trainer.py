@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import StateError
 from ..probe import probe_closure
 from ..solvers.base import Solver
 from ..task import Task
@@ -55,6 +56,17 @@ class TrainConfig:
     log_every: int = 20
     log_epochs: bool = False
     """Print one line per epoch (metric, hard-prune metric, distance, ρ), with or without progress bars."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """What else shapes the run (spec, method, solver options, task, source weights); stored in the
+    checkpoint with the fields above, and a resume with other values is refused."""
+
+    RUN_ONLY = ("device", "checkpoint", "resume", "progress", "log_every", "log_epochs")
+    """Fields that do not change what a run computes (a resume may change them)."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings a checkpoint of this phase records: every field that shapes the result."""
+        d = {k: v for k, v in asdict(self).items() if k not in self.RUN_ONLY and k != "settings"}
+        return {**d, **self.settings}
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -65,6 +77,38 @@ class TrainConfig:
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+def check_same_settings(saved: dict[str, Any] | None, current: dict[str, Any], path: str | Path) -> None:
+    """Refuse to continue `path` unless it was written with exactly `current` settings."""
+    if saved is None:
+        raise StateError(f"--resume: {str(path)!r} records no settings (an older slr_prune wrote it); it cannot be "
+                         "checked, so it is not continued: start in a new --out folder")
+    diff = settings_diff(saved, current)
+    if diff:
+        raise StateError(f"--resume: {str(path)!r} was written with other settings ({'; '.join(diff)}); refusing to "
+                         "mix two runs: resume with the same settings, or use a new --out folder")
+
+
+def settings_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'key: saved → current' for every key whose value differs (nested dicts by dotted key)."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "(unset)"), current.get(key, "(unset)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{d}" for d in settings_diff(a, b)]
+        elif _plain(a) != _plain(b):
+            out.append(f"{key}: {_short(a)} → {_short(b)}")
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return list(map(_plain, value)) if isinstance(value, list | tuple) else value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -172,6 +216,7 @@ class Trainer:
             "solver": self.solver.state_dict() if self.solver is not None else None,
             "history": self.history,
             "config": asdict(self.config),
+            "settings": self.config.fingerprint(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -188,7 +233,9 @@ class Trainer:
     def _maybe_resume(self) -> None:
         c = self.config
         if c.resume and c.checkpoint and Path(c.checkpoint).is_file():
-            self.load_state_dict(load_checkpoint(c.checkpoint, map_location=self.device))
+            state = load_checkpoint(c.checkpoint, map_location=self.device)
+            check_same_settings(state.get("settings"), c.fingerprint(), c.checkpoint)
+            self.load_state_dict(state)
 
     def _save(self) -> None:
         if self.config.checkpoint and dist_utils.is_main():

@@ -159,9 +159,23 @@ class Solver:
                 if saved[n].shape != t.shape:
                     raise StateError(f"{key}[{n!r}] has shape {tuple(saved[n].shape)}, expected {tuple(t.shape)}")
                 t.copy_(saved[n])
-        for k, v in state["scalars"].items():
+        expected = self._scalar_state()
+        scalars = dict(state["scalars"])
+        if set(scalars) != set(expected):
+            raise StateError(f"{type(self).__name__} state has scalars {sorted(scalars)}, expected {sorted(expected)}")
+        for k, v in scalars.items():
+            self._check_scalar(k, v, expected[k])
+        for k, v in scalars.items():
             setattr(self, k, v)
         self.history = [dict(h) for h in state["history"]]
+
+    def _check_scalar(self, name: str, value: Any, current: Any) -> None:
+        """A saved scalar must have the current one's type and be finite and ≥ 0 (subclasses add bounds)."""
+        kind = int if isinstance(current, int) and not isinstance(current, bool) else float
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = numeric and (kind is float or isinstance(value, int))
+        if not ok or not math.isfinite(value) or value < 0:
+            raise StateError(f"{type(self).__name__} state: {name} = {value!r} is not a finite {kind.__name__} ≥ 0")
 
 
 class PenaltySolver(Solver):
@@ -222,6 +236,11 @@ class PenaltySolver(Solver):
         if not {"rho_end", "rho_growth", "rho_max"} & set(out):
             out["rho_end"] = RHO_END
         return out
+
+    def _check_scalar(self, name: str, value: Any, current: Any) -> None:
+        super()._check_scalar(name, value, current)
+        if name == "rho" and not value > 0:
+            raise StateError(f"{type(self).__name__} state: rho = {value!r} must be positive")
 
     def _refresh(self) -> None:
         """Cache Λ − ρZ so the per-step penalty gradient ρW + (Λ − ρZ) is two fused passes."""

@@ -37,6 +37,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from ..errors import StateError
 from ..sets import ConstraintSet
 from ..spec import PruneSpec
 from .base import Closure, PenaltySolver, eval_closure, register_solver
@@ -94,6 +95,11 @@ class SLR(PenaltySolver):
 
     def _scalar_state(self) -> dict[str, Any]:
         return {**super()._scalar_state(), "s": self.s, "k": self.k, "g_last": self.g_last}
+
+    def _check_scalar(self, name: str, value: Any, current: Any) -> None:
+        super()._check_scalar(name, value, current)
+        if (name == "s" and not value > 0) or (name == "k" and not value >= 1):
+            raise StateError(f"SLR state: {name} = {value!r} is out of range (s > 0, k ≥ 1)")
 
     def alpha(self, k: int) -> float:
         """Step-size contraction α_k = 1 − 1 / (M · k^(1 − 1/k^r))."""
