@@ -43,7 +43,11 @@ class Masks(Mapping[str, Tensor]):
     """Boolean masks by parameter name (True = kept)."""
 
     def __init__(self, masks: Mapping[str, Tensor]):
-        self._masks = {n: m.bool() for n, m in masks.items()}
+        for name, m in masks.items():
+            if not isinstance(m, Tensor) or m.dtype != torch.bool:
+                kind = m.dtype if isinstance(m, Tensor) else type(m).__name__
+                raise StateError(f"mask {name!r} must be a boolean tensor (True = kept), got {kind}")
+        self._masks = dict(masks)
 
     def __getitem__(self, name: str) -> Tensor:
         return self._masks[name]

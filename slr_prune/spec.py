@@ -104,9 +104,10 @@ def parse_ratios(text: str, where: str = "ratios") -> dict[str, float]:
 
 
 def form_has_ratio(form: str) -> bool:
-    """Whether the registered form (or "N:M") takes a prune ratio."""
+    """Whether the form (or "N:M") takes a prune ratio; an unknown name says True so that the rule
+    reports it as unknown."""
     name = "nm" if ":" in form else form
-    return name in FORMS and any(f.name == "ratio" for f in fields(FORMS[name].options))
+    return name not in FORMS or any(f.name == "ratio" for f in fields(FORMS[name].options))
 
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -283,7 +284,21 @@ class PruneSpec:
         if path.suffix not in (".yaml", ".yml", ".json"):
             raise SpecError(f"spec file {str(path)!r}: expected a .yaml, .yml or .json file")
         text = path.read_text()
-        return cls.from_json(text) if path.suffix == ".json" else cls.from_yaml(text)
+        if path.suffix == ".json":
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as e:
+                raise SpecError(f"spec file {str(path)!r} line {e.lineno}: not valid JSON ({e.msg})") from e
+            return cls.from_json(text)
+        import yaml
+
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise SpecError(f"spec file {str(path)!r}{where}: not valid YAML ({getattr(e, 'problem', e)})") from e
+        return cls.from_yaml(text)
 
 
 def _is_global(s: ConstraintSet) -> bool:

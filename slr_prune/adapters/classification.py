@@ -32,6 +32,10 @@ class ClassificationTask(DatasetTask):
     def __init__(self, model: str = "digits_cnn", dataset: str = "digits", data: str | Path | None = None,
                  batch_size: int = 64, eval_batch_size: int = 256, image_size: int | None = None,
                  workers: int = 0, seed: int = 0, augment: Augment | None = None):
+        for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+                                 ("workers", workers, 0), ("image_size", 1 if image_size is None else image_size, 1)):
+            if not (isinstance(value, int) and value >= low):
+                raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
         self.model_name = model
         self.dataset_name = dataset
         self.train_set, self.val_set, self.info = classification_datasets(dataset, data, image_size, augment)

@@ -145,8 +145,17 @@ def make_spec(args: argparse.Namespace, task: Any = None):
 
 def make_task(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None):
     """The task named by --task; options missing on the command line come from the checkpoint."""
+    from ..engine.trainer import check_seed
     from ..task import create_task
 
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
+                             ("--image-size", 1 if args.image_size is None else args.image_size, 1)):
+        if value < low:
+            raise ValueError(f"{flag} must be ≥ {low}, got {value}")
+    try:
+        check_seed(args.seed)
+    except ValueError as e:
+        raise ValueError(f"--seed: {e}") from e
     saved = dict((checkpoint or {}).get("task", {}))  # every option the task recorded
     name = args.task or (checkpoint or {}).get("task_name") or "classification"
     given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size,
@@ -203,6 +212,8 @@ def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
     checkpoint = load_checkpoint(args.checkpoint) if args.checkpoint else None
     if checkpoint is None and need_checkpoint:
         raise FileNotFoundError("--checkpoint is required")
+    if checkpoint is not None:
+        check_finite(checkpoint.get("model", {}), args.checkpoint)
     task = make_task(args, checkpoint)
     model = task.build_model()
     if checkpoint is not None:
@@ -212,6 +223,16 @@ def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
             raise StateError(f"checkpoint {args.checkpoint!r} does not fit the task's model ({task.name}): "
                              f"{str(e).splitlines()[0]}") from e
     return task, model, checkpoint
+
+
+def check_finite(state: Any, path: str) -> None:
+    """Bad input, not a diverged run: a NaN/Inf weight in a checkpoint is named before any compute."""
+    import torch
+
+    for name, t in (state.items() if isinstance(state, dict) else ()):
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+            raise StateError(f"checkpoint {path!r}: tensor {name!r} holds NaN or Inf values; it cannot be "
+                             "pruned or evaluated (re-train it, or pick an earlier checkpoint)")
 
 
 # ---- the run folder -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,13 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = ("it holds objects other than tensors and plain data, refused because loading them could run code"
+               if "Unsupported global" in str(e) else "not a readable torch.save file")
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a slr_prune/PyTorch checkpoint: {why}") from e
     except Exception as e:
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a slr_prune/PyTorch "
-                         f"checkpoint: {e}") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a slr_prune/PyTorch checkpoint: {first}") from e
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, expected a dict")
     return state

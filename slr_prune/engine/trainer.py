@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -77,6 +78,18 @@ class TrainConfig:
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        check_seed(self.seed)
+        if not self.momentum >= 0:
+            raise ValueError(f"momentum must be ≥ 0, got {self.momentum}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
+
+
+def check_seed(seed: int) -> int:
+    """Seeds are integers in [0, 2³²) (what NumPy, Python and torch all accept)."""
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    return seed
 
 
 def check_same_settings(saved: dict[str, Any] | None, current: dict[str, Any], path: str | Path) -> None:
@@ -112,8 +125,11 @@ def _short(value: Any) -> str:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """auto (CUDA when available, else CPU), cpu, cuda or cuda:N; anything else is refused."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(name)):
+        raise ValueError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N (or mps)")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but no CUDA device is available; use --device cpu")

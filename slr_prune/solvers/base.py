@@ -200,14 +200,14 @@ class PenaltySolver(Solver):
                  updates_per_epoch: int = 1):
         super().__init__(model, spec, strategy=strategy, update_every=update_every,
                          updates_per_epoch=updates_per_epoch)
+        if not (isinstance(rho, int | float) and math.isfinite(rho) and rho > 0):
+            raise ValueError(f"rho must be a positive number, got {rho!r}")
         if rho_end is not None and not (math.isfinite(rho_end) and rho_end >= rho):
             raise ValueError(f"rho_end must be a number ≥ rho ({rho}), got {rho_end!r}")
         if rho_end is not None and (rho_growth != 1.0 or rho_max is not None):
             raise ValueError("give either rho_end (a geometric schedule over the run) or rho_growth/rho_max")
         if not (isinstance(ramp, int) and ramp >= 0):
             raise ValueError(f"ramp must be an integer ≥ 0 (0: the full target from the start), got {ramp!r}")
-        if not (math.isfinite(rho) and rho > 0):
-            raise ValueError(f"rho must be a positive number, got {rho!r}")
         if not rho_growth >= 1.0:
             raise ValueError(f"rho_growth must be ≥ 1 (1 keeps rho fixed), got {rho_growth!r}")
         if rho_max is not None and not rho_max >= rho:

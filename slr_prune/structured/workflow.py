@@ -120,6 +120,10 @@ def _resolve_budget(flops_target: float | None, params_target: float | None,
         got = [k for k, _ in given] or "none"
         raise ValueError("give exactly one budget: flops_target (fraction of MACs to keep), params_target "
                          f"(fraction of parameters to keep) or ratios (per-layer); got {got}")
+    for name, value in (("flops_target", flops_target), ("params_target", params_target)):
+        if value is not None and not (isinstance(value, int | float) and 0.0 < value <= 1.0):
+            raise ValueError(f"{name} {value!r} must be the fraction of the dense cost to keep, in (0, 1]; "
+                             "e.g. 0.5 keeps half (2× fewer)")
     return given[0]
 
 

@@ -1,0 +1,224 @@
+"""A corpus of bad inputs: every one ends in exit status 2 (CLI) or a typed exception (API) whose
+one-line message names the input, before any training starts."""
+
+import math
+
+import pytest
+import torch
+
+from slr_prune.cli import main
+
+# (argv, text the error must contain); {dense}, {pruned}, ... are files the fixture writes.
+CLI_CASES = [
+    (["train", "--epochs", "-1"], "epochs must be ≥ 0"),
+    (["train", "--lr", "0"], "lr must be positive"),
+    (["train", "--lr", "nan"], "lr must be positive"),
+    (["train", "--momentum", "-0.5"], "momentum"),
+    (["train", "--weight-decay", "-1"], "weight_decay"),
+    (["train", "--optimizer", "lion"], "argument --optimizer: invalid choice"),
+    (["train", "--schedule", "poly"], "argument --schedule: invalid choice"),
+    (["train", "--batch-size", "0"], "--batch-size must be ≥ 1"),
+    (["train", "--workers", "-1"], "--workers must be ≥ 0"),
+    (["train", "--device", "foo"], "device 'foo' is not one of"),
+    (["train", "--device", "cuda:x"], "device 'cuda:x' is not one of"),
+    (["train", "--seed", "-1"], "--seed: seed must be an integer in [0, 2**32)"),
+    (["train", "--seed", str(2**70)], "seed"),
+    (["train", "--model", "resnet19"], "unknown model 'resnet19'"),
+    (["train", "--dataset", "mnist"], "dataset 'mnist'"),
+    (["train", "--dataset", "cifar10"], "--data"),
+    (["train", "--dataset", "imagefolder", "--data", "{folders}", "--image-size", "0"], "--image-size must be ≥ 1"),
+    (["train", "--dataset", "imagefolder", "--data", "{folders}", "--image-size", "-8"], "--image-size must be ≥ 1"),
+    (["train", "--out", "{dense}"], "--out"),
+    (["train", "--epochs", "x"], "argument --epochs: invalid int value"),
+    (["train", "--task", "detect"], "argument --task: invalid choice"),
+    (["prune", "--ratio", "1.5"], "prune ratio 1.5 is outside [0, 1)"),
+    (["prune", "--ratio", "-0.1"], "prune ratio -0.1 is outside [0, 1)"),
+    (["prune", "--ratios", "features"], "--ratios item 'features' is not glob=ratio"),
+    (["prune", "--ratios", "features.*=x"], "'x' is not a number"),
+    (["prune", "--ratios", "=0.5"], "is not glob=ratio"),
+    (["prune", "--form", "rows", "--ratio", "0.5"], "unknown form 'rows'"),
+    (["prune", "--form", "2:4", "--ratio", "0.9"], "fixes its own density"),
+    (["prune", "--form", "4:2"], "N:M needs integers 0 < N < M"),
+    (["prune", "--form", "a:b"], "is not N:M"),
+    (["prune", "--global-budget", "--form", "filter", "--ratio", "0.5"], "--global-budget takes --ratio"),
+    (["prune", "--ratio", "0.5", "--ratios", "x=0.5"], "give exactly one of"),
+    (["prune"], "give exactly one of"),
+    (["prune", "--spec", "{missing}"], "missing.yaml"),
+    (["prune", "--spec", "{bad_yaml}"], "bad.yaml' line 3: not valid YAML"),
+    (["prune", "--spec", "{wrong_keys}"], "unknown spec keys"),
+    (["prune", "--spec", "{text_file}"], "notes.txt"),
+    (["prune", "--checkpoint", "{missing}", "--ratio", "0.5"], "missing.yaml"),
+    (["prune", "--checkpoint", "{corrupt}", "--ratio", "0.5"], "is corrupt"),
+    (["prune", "--checkpoint", "{dense}", "--model", "resnet20", "--ratio", "0.5"], "does not fit"),
+    (["prune", "--checkpoint", "{nan}", "--ratio", "0.5"], "features.0.weight"),
+    (["prune", "--method", "obd", "--ratio", "0.5"], "argument --method: invalid choice"),
+    (["prune", "--ratio", "0.5", "--rho", "0"], "rho must be a positive number"),
+    (["prune", "--ratio", "0.5", "--rho", "-1"], "rho must be a positive number"),
+    (["prune", "--ratio", "0.5", "--rho", "inf"], "rho must be a positive number"),
+    (["prune", "--ratio", "0.5", "--rho-max", "-1"], "rho_max must be ≥ rho"),
+    (["prune", "--ratio", "0.5", "--rho-max", "0.01"], "rho_max must be ≥ rho"),
+    (["prune", "--ratio", "0.5", "--rho-growth", "0.5"], "rho_growth must be ≥ 1"),
+    (["prune", "--ratio", "0.5", "--rho-end", "0.01"], "rho_end must be a number ≥ rho"),
+    (["prune", "--ratio", "0.5", "--rho-end", "10", "--rho-growth", "2"], "either rho_end"),
+    (["prune", "--ratio", "0.5", "--rho-balance", "0.5"], "rho_balance must be 0"),
+    (["prune", "--ratio", "0.5", "--M", "0.5"], "M must be > 1"),
+    (["prune", "--ratio", "0.5", "--r", "1.5"], "r must lie in (0, 1)"),
+    (["prune", "--ratio", "0.5", "--s0", "0"], "s0 must be positive"),
+    (["prune", "--ratio", "0.5", "--s-max", "0.001"], "s_max must be ≥ s0"),
+    (["prune", "--ratio", "0.5", "--updates-per-epoch", "0"], "updates_per_epoch must be a positive integer"),
+    (["prune", "--ratio", "0.5", "--update-every", "-1"], "update_every must be an integer ≥ 0"),
+    (["prune", "--ratio", "0.5", "--method", "admm", "--interval", "0"], "interval must be a positive integer"),
+    (["prune", "--ratio", "0.5", "--ramp", "-2"], "ramp must be an integer ≥ 0"),
+    (["prune", "--ratio", "0.5", "--step-scale", "log"], "argument --step-scale: invalid choice"),
+    (["prune", "--ratio", "0.5", "--bn-batches", "-1"], "bn_batches"),
+    (["prune", "--ratio", "0.5", "--exclude", "head.*"], "exclusion 'head.*' matches no parameter"),
+    (["prune", "--ratio", "0.5", "--finetune-epochs", "-1"], "epochs must be ≥ 0"),
+    (["prune", "--ratio", "0.5", "--finetune-lr", "0"], "lr must be positive"),
+    (["compare", "--ratio", "0.5", "--methods", "slr,obd"], "unknown solver 'obd'"),
+    (["compare", "--ratio", "0.5", "--methods", ","], "--methods is empty"),
+    (["compare", "--ratio", "0.5", "--methods", "slr", "--M", "0.5"], "M must be > 1"),
+    (["evaluate", "--checkpoint", "{missing}"], "missing.yaml"),
+    (["evaluate", "--checkpoint", "{dense}", "--sweep", "0.5,x"], "--sweep '0.5,x'"),
+    (["evaluate", "--checkpoint", "{dense}", "--sweep", "1.2"], "prune ratio 1.2 is outside [0, 1)"),
+    (["evaluate", "--checkpoint", "{dense}", "--sweep", "0.5", "--form", "rows"], "unknown form 'rows'"),
+    (["evaluate", "--checkpoint", "{dense}", "--sweep", "0.5", "--bn-batches", "-3"], "bn_batches"),
+    (["evaluate", "--checkpoint", "{nan}"], "features.0.weight"),
+    (["finetune", "--checkpoint", "{float_masks}"], "must be a boolean tensor (True = kept)"),
+    (["finetune", "--checkpoint", "{dense}", "--epochs", "-2"], "epochs must be ≥ 0"),
+    (["describe", "--task", "lane", "--augment", "light", "--ratio", "0.5"], "takes no --augment"),
+    (["describe", "--task-option", "hidden=1", "--ratio", "0.5"], "--task-option 'hidden=1'"),
+    (["describe", "--augment", "heavy", "--ratio", "0.5"], "argument --augment: invalid choice"),
+    (["structured", "--flops-target", "1.5"], "flops_target"),
+    (["structured", "--flops-target", "0"], "flops_target"),
+    (["structured", "--params-target", "-1"], "params_target"),
+    (["structured"], "exactly one budget"),
+    (["structured", "--criterion", "taylor", "--flops-target", "0.5"], "argument --criterion: invalid choice"),
+    (["structured", "--flops-target", "0.5", "--round-to", "0"], "round_to"),
+    (["structured", "--flops-target", "0.5", "--min-keep", "2"], "min_keep"),
+    (["structured", "--flops-target", "0.5", "--calibration-batches", "0", "--criterion", "chip"], "calibration"),
+    (["structured", "--flops-target", "0.5", "--criterion", "lfe", "--lfe-keep", "1.5"], "keep_prob"),
+    (["structured", "--load", "{missing}"], "missing.yaml"),
+    (["structured", "--flops-target", "0.5", "--latency-repeats", "0"], "repeats"),
+    (["structured", "--ratios", "x"], "--ratios item 'x' is not glob=ratio"),
+    (["export", "--checkpoint", "{missing}"], "missing.yaml"),
+    (["export", "--checkpoint", "{pruned}", "--format", "tflite"], "argument --format: invalid choice"),
+    (["export", "--checkpoint", "{pruned}", "--batch", "0"], "--batch must be ≥ 1"),
+    (["export", "--checkpoint", "{pruned}", "--format", "ultralytics"], "is not a detection model"),
+    (["prune", "--config", "{missing}"], "--config"),
+    (["prune", "--config", "{list_config}"], "must hold a mapping"),
+    (["prune", "--config", "{inline_bad_spec}"], "unknown form 'rows'"),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from fixtures import write_image_folders
+
+    root = tmp_path_factory.mktemp("bad")
+    assert main(["train", "--epochs", "0", "--no-progress", "--out", str(root / "d")]) == 0
+    dense = root / "d" / "dense.pt"
+    assert main(["prune", "--checkpoint", str(dense), "--method", "magnitude", "--ratio", "0.5", "--finetune-epochs",
+                 "0", "--no-progress", "--bn-batches", "0", "--out", str(root / "p")]) == 0
+    state = torch.load(dense, weights_only=True)
+    state["model"]["features.0.weight"][0, 0, 0, 0] = math.nan
+    torch.save(state, root / "nan.pt")
+    pruned = torch.load(root / "p" / "pruned.pt", weights_only=True)
+    pruned["masks"] = {k: v.float() * 0.5 for k, v in pruned["masks"].items()}
+    torch.save(pruned, root / "float_masks.pt")
+    (root / "corrupt.pt").write_bytes(b"\x00not a checkpoint")
+    (root / "bad.yaml").write_text("rules:\n  - {pattern: '*', ratio: 0.5\n")
+    (root / "wrong.yaml").write_text("rules: []\nexlude: []\n")
+    (root / "notes.txt").write_text("ratio 0.5\n")
+    (root / "list.yaml").write_text("- epochs: 3\n")
+    (root / "inline.yaml").write_text("spec:\n  rules:\n    - {pattern: '*', form: rows, ratio: 0.5}\n")
+    write_image_folders(root / "folders")
+    return {"dense": dense, "pruned": root / "p" / "pruned.pt", "nan": root / "nan.pt",
+            "float_masks": root / "float_masks.pt", "corrupt": root / "corrupt.pt", "missing": root / "missing.yaml",
+            "bad_yaml": root / "bad.yaml", "wrong_keys": root / "wrong.yaml", "text_file": root / "notes.txt",
+            "list_config": root / "list.yaml", "inline_bad_spec": root / "inline.yaml", "folders": root / "folders",
+            "out": root / "o"}
+
+
+@pytest.mark.parametrize(("argv", "message"), CLI_CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_bad_command_line_input(files, capsys, tmp_path, argv, message):
+    argv = [a.format(**files) for a in argv]
+    if "--out" not in argv and argv[0] in ("train", "prune", "compare", "finetune", "structured", "export"):
+        argv += ["--out", str(tmp_path / "out")]
+    try:
+        code = main([*argv, "--no-progress"] if argv[0] not in ("describe", "evaluate", "export") else argv)
+    except SystemExit as e:  # argparse: usage + one error line
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
+    assert lines and "Traceback" not in err, err
+    assert message in lines[-1], err
+    assert not (tmp_path / "out" / "pruned.pt").exists()
+
+
+def test_a_malformed_spec_names_its_line(files, capsys):
+    code = main(["describe", "--spec", str(files["bad_yaml"])])
+    assert code == 2 and "bad.yaml' line 3: not valid YAML" in capsys.readouterr().err
+
+
+def _model():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3), torch.nn.Flatten(),
+                               torch.nn.Linear(8 * 4 * 4, 10))
+
+
+def _api_cases():
+    import slr_prune
+    from slr_prune import ADMM, NM, SLR, Magnitude, PruneSpec, Rule, Unstructured
+    from slr_prune.adapters import ClassificationTask
+    from slr_prune.engine import TrainConfig, prune
+    from slr_prune.errors import SpecError, StateError
+    from slr_prune.masks import Masks
+    from slr_prune.models import create_model
+    from slr_prune.registry import UnknownNameError
+    from slr_prune.structured import make_criterion
+    from slr_prune.task import create_task
+
+    spec = PruneSpec.uniform(0.5, include_first=True)
+    task = lambda: ClassificationTask("digits_cnn", "digits")  # noqa: E731
+    return [
+        (lambda: PruneSpec.uniform(1.5), SpecError, "prune ratio 1.5"),
+        (lambda: Rule("*", form="rows"), SpecError, "unknown form 'rows'"),
+        (lambda: Rule("*", form="filter", scope="world"), SpecError, "scope 'world'"),
+        (lambda: Unstructured(ratio=2.0), SpecError, "prune ratio 2.0"),
+        (lambda: NM(n=3, m=2), SpecError, "N:M needs integers"),
+        (lambda: PruneSpec.from_dict({"rules": [], "exlude": []}), SpecError, "unknown spec keys"),
+        (lambda: SLR(_model(), "90%"), TypeError, "spec must be a PruneSpec"),
+        (lambda: SLR(_model(), spec, rho=-1), ValueError, "rho must be a positive number"),
+        (lambda: SLR(_model(), spec, M=1), ValueError, "M must be > 1"),
+        (lambda: ADMM(_model(), spec, interval=0), ValueError, "interval must be a positive integer"),
+        (lambda: Magnitude(_model(), spec, schedule="linear"), ValueError, "schedule must be"),
+        (lambda: SLR(_model(), {"9.weight": Unstructured(0.5)}), ValueError, "'9.weight' is not a parameter"),
+        (lambda: SLR(_model(), {"0.weight": 0.5}), TypeError, "must be a ConstraintSet"),
+        (lambda: prune(_model(), task(), spec, "obd"), UnknownNameError, "unknown solver 'obd'"),
+        (lambda: prune(_model(), task(), spec, "slr", solver_options={"rhoo": 1}), TypeError, "unknown option 'rhoo'"),
+        (lambda: prune(_model(), task(), spec, "slr", bn_batches=-1), ValueError, "bn_batches"),
+        (lambda: TrainConfig(optimizer="lion"), ValueError, "optimizer must be"),
+        (lambda: TrainConfig(seed=-3), ValueError, "seed must be an integer"),
+        (lambda: TrainConfig(epochs=-1), ValueError, "epochs must be ≥ 0"),
+        (lambda: Masks({"w": torch.ones(3)}), StateError, "must be a boolean tensor"),
+        (lambda: create_model("resnet19"), ValueError, "unknown model 'resnet19'"),
+        (lambda: create_task("detect"), UnknownNameError, "unknown task 'detect'"),
+        (lambda: ClassificationTask(batch_size=0), ValueError, "batch_size must be an integer ≥ 1"),
+        (lambda: ClassificationTask(image_size=-1), ValueError, "image_size must be an integer ≥ 1"),
+        (lambda: make_criterion("taylor"), UnknownNameError, "unknown criterion 'taylor'"),
+        (lambda: make_criterion("lfe", keep_prob=2), ValueError, "keep_prob"),
+        (lambda: slr_prune.structured.structured_prune(_model(), example_input=torch.randn(1, 1, 8, 8),
+                                                       flops_target=2.0), ValueError, "flops_target 2.0"),
+    ]
+
+
+@pytest.mark.parametrize("i", range(27))
+def test_bad_api_input(i):
+    build, error, message = _api_cases()[i]
+    with pytest.raises(error) as e:
+        build()
+    assert message in str(e.value) and "\n" not in str(e.value).strip()
+
+
+def test_the_api_corpus_is_all_parametrized():
+    assert len(_api_cases()) == 27
