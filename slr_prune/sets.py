@@ -99,11 +99,14 @@ class ConstraintSet:
 class TopKSet(ConstraintSet):
     """Keep the k groups of largest energy, k = n_groups − round(ratio · n_groups).
 
-    `scope="global"` makes every tensor that shares this object one budget with one threshold.
+    `scope="global"` puts every tensor whose set has the same form and `budget` key into one
+    budget with one threshold (equal sets share by meaning, not by object identity); a global
+    budget keeps at least one group in every tensor.
     """
 
     ratio: float = 0.0
     scope: str = "layer"
+    budget: str = "global"
 
     def __post_init__(self) -> None:
         check_ratio(self.ratio, f"{self.form} set")
@@ -132,7 +135,7 @@ class TopKSet(ConstraintSet):
         return n_keep(self.ratio, self.n_groups(shape)) * self.group_size(shape)
 
     def scaled(self, fraction: float) -> TopKSet:
-        return type(self)(ratio=self.ratio * fraction, scope=self.scope)
+        return type(self)(ratio=self.ratio * fraction, scope=self.scope, budget=self.budget)
 
 
 @register_form("unstructured", global_budget=True)
@@ -343,11 +346,38 @@ def segmented_topk_masks(segments: Sequence[Tensor], ks: Sequence[int], strategy
     return list(keep.split(lengths.tolist()))
 
 
+def _one_group_each(keep: Tensor, scores: Tensor, sizes: list[int]) -> Tensor:
+    """A global budget's mask with at least one kept group per tensor, the total unchanged: an
+    emptied tensor keeps its best group in place of the weakest kept group of a tensor that
+    keeps more than one (ties to the lower index)."""
+    counts = [int(c) for c in torch.stack([part.sum() for part in keep.split(sizes)])]
+    if all(counts) or sum(counts) < len(sizes):
+        return keep
+    keep = keep.clone()
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    for i, count in enumerate(counts):
+        if count:
+            continue
+        keep[starts[i] + int(torch.argmax(scores[starts[i]:starts[i] + sizes[i]]))] = True
+        donors = torch.zeros_like(keep)
+        for j, c in enumerate(counts):
+            if c > 1:
+                donors[starts[j]:starts[j] + sizes[j]] = True
+        candidates = (keep & donors).nonzero().flatten()
+        weakest = candidates[torch.argmin(scores[candidates])]
+        keep[weakest] = False
+        owner = max(j for j in range(len(sizes)) if starts[j] <= int(weakest))
+        counts[owner] -= 1
+        counts[i] = 1
+    return keep
+
+
 class Projector:
     """Projects a model's prunable tensors onto their sets, all at once.
 
-    `sets` maps a parameter name to its set; names that share one `TopKSet` object with
-    scope "global" form a single budget (one threshold across those tensors).
+    `sets` maps a parameter name to its set; names whose `TopKSet`s have scope "global", the
+    same form and the same `budget` key form a single budget (one threshold across those
+    tensors; their ratios must agree).
     """
 
     def __init__(self, sets: Mapping[str, ConstraintSet], strategy: str = "auto"):
@@ -355,12 +385,17 @@ class Projector:
         self.strategy = strategy
         self._topk: list[tuple[TopKSet, list[str]]] = []
         self._direct: list[str] = []
-        shared: dict[int, tuple[TopKSet, list[str]]] = {}
+        shared: dict[tuple[str, str], tuple[TopKSet, list[str]]] = {}
         for name, s in self.sets.items():
             if isinstance(s, TopKSet) and s.scope == "global":
-                shared.setdefault(id(s), (s, []))[1].append(name)
-                if len(shared[id(s)][1]) == 1:
-                    self._topk.append(shared[id(s)])
+                key = (s.form, s.budget)
+                first = shared.setdefault(key, (s, []))
+                if first[0].ratio != s.ratio:
+                    raise SpecError(f"global {s.form} budget {s.budget!r}: {name} asks for ratio {s.ratio}, another "
+                                    f"member for {first[0].ratio}; give each ratio its own budget key")
+                first[1].append(name)
+                if len(first[1]) == 1:
+                    self._topk.append(first)
             elif isinstance(s, TopKSet):
                 self._topk.append((s, [name]))
             else:
@@ -384,8 +419,11 @@ class Projector:
             ks.append(n_keep(s.ratio, scores.numel()))
         out: dict[str, Tensor] = {}
         if segments:
-            for (s, names), keep in zip(self._topk, segmented_topk_masks(segments, ks, self.strategy), strict=True):
+            masks = segmented_topk_masks(segments, ks, self.strategy)
+            for (s, names), keep, scores in zip(self._topk, masks, segments, strict=True):
                 sizes = [s.n_groups(tensors[n].shape) for n in names]
+                if len(names) > 1:
+                    keep = _one_group_each(keep, scores, sizes)
                 for n, part in zip(names, keep.split(sizes), strict=True):
                     out[n] = s.expand(part, tensors[n].shape)
         for n in self._direct:

@@ -15,7 +15,7 @@ import fnmatch
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,8 @@ class PruneSpec:
             for n in matched:
                 if n in out:
                     continue
-                s = global_sets.setdefault(i, rule.make_set()) if rule.scope == "global" else rule.make_set()
+                s = global_sets.setdefault(i, replace(rule.make_set(), budget=f"rule {i} ({rule.pattern})")) \
+                    if rule.scope == "global" else rule.make_set()
                 s.validate(n, candidates[n].shape)
                 out[n] = s
         if not out:

@@ -17,6 +17,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from slr_prune.errors import SpecError
 from slr_prune.sets import (
     KERNEL_PATTERNS,
     NM,
@@ -482,10 +483,15 @@ def test_projector_global_budget_one_threshold(data, ratio, strategy):
     flat_mask = torch.cat([masks["a"].flatten(), masks["b"].flatten()])
     mags = torch.cat([a.flatten(), b.flatten()]).abs()
     assert int(flat_mask.sum()) == n_keep(ratio, a.numel() + b.numel())
-    if (~flat_mask).any():
-        assert mags[flat_mask].min() >= mags[~flat_mask].max()  # one threshold across both
-    # ties go to the lower index of the concatenation in name order
-    assert torch.equal(flat_mask, oracle_topk(mags, n_keep(ratio, mags.numel())))
+    oracle = oracle_topk(mags, n_keep(ratio, mags.numel()))
+    if oracle[:a.numel()].any() and oracle[a.numel():].any():
+        if (~flat_mask).any():
+            assert mags[flat_mask].min() >= mags[~flat_mask].max()  # one threshold across both
+        # ties go to the lower index of the concatenation in name order
+        assert torch.equal(flat_mask, oracle)
+    elif int(oracle.sum()) >= 2:  # one tensor would be emptied: it keeps its largest entry instead
+        assert masks["a"].any() and masks["b"].any()
+        assert int((flat_mask != oracle).sum()) == 2
     other = Projector({"a": g, "b": g}, strategy="sort" if strategy == "loop" else "loop")
     other_masks = other.masks({"a": a, "b": b})
     assert all(torch.equal(masks[n], other_masks[n]) for n in "ab")
@@ -499,7 +505,7 @@ def test_projector_global_budget_differs_from_per_layer():
     g = Unstructured(0.5, scope="global")
     for strategy in ("loop", "sort"):
         m = Projector({"big": g, "small": g}, strategy=strategy).masks({"big": big, "small": small})
-        assert m["big"].all() and not m["small"].any()
+        assert int(m["big"].sum()) == 7 and m["small"].tolist() == [True] + [False] * 7  # never emptied
         per_layer = {"big": Unstructured(0.5), "small": Unstructured(0.5)}
         m = Projector(per_layer, strategy=strategy).masks({"big": big, "small": small})
         assert int(m["big"].sum()) == 4 and m["small"].tolist() == [True] * 4 + [False] * 4
@@ -544,7 +550,7 @@ def test_projector_masks_rejects_non_finite_naming_the_tensor(strategy, bad):
 
 def test_projector_scaled_halves_ratios_and_keeps_global_budget_shared():
     g = Unstructured(0.8, scope="global")
-    twin = Unstructured(0.8, scope="global")  # equal value, distinct object: a separate budget
+    twin = Unstructured(0.8, scope="global", budget="twin")  # its own budget key: a separate budget
     sets = {"a": g, "b": g, "f": Filter(0.6), "c": Channel(0.5, scope="global"), "t": twin,
             "nm": NM(2, 4), "pat": Pattern()}
     proj = Projector(sets, strategy="loop")
@@ -575,3 +581,15 @@ def test_projector_scaled_halves_ratios_and_keeps_global_budget_shared():
         assert int(m["t"].sum()) == n_keep(0.4, 5)
     m_full = proj.masks(tens)
     assert int(m_full["a"].sum() + m_full["b"].sum()) == n_keep(0.8, 20)
+
+
+def test_global_budget_by_meaning_and_one_weight_per_tensor():
+    a, b = torch.arange(1.0, 9.0), torch.full((8,), 0.01)
+    equal = Projector({"a": Unstructured(0.5, scope="global"), "b": Unstructured(0.5, scope="global")})
+    masks = equal.masks({"a": a, "b": b})
+    assert int(masks["a"].sum()) == 7 and int(masks["b"].sum()) == 1  # one budget, b keeps its best entry
+    separate = Projector({"a": Unstructured(0.5, scope="global", budget="x"),
+                          "b": Unstructured(0.5, scope="global", budget="y")}).masks({"a": a, "b": b})
+    assert int(separate["a"].sum()) == 4 and int(separate["b"].sum()) == 4
+    with pytest.raises(SpecError, match="asks for ratio 0.7"):
+        Projector({"a": Unstructured(0.5, scope="global"), "b": Unstructured(0.7, scope="global")})
