@@ -89,17 +89,7 @@ def export_ultralytics(model: nn.Module, path: str | Path, *, names: Sequence[st
         "version": ultralytics.__version__,
         "slr_prune": {**_sparsity(clone), **dict(metadata or {})},
     }, path)
-    _readable(path)
     return path
-
-
-def _readable(path: Path) -> None:
-    """Give an exported file the permissions of a normally created one (temporary files start at 0600)."""
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _args_dict(args: Any) -> dict[str, Any]:

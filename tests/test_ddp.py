@@ -28,3 +28,6 @@ def test_two_process_ddp_keeps_solver_state_identical(tmp_path):
         assert torch.equal(t, b["params"][name]), name
     for name, t in a["bn"].items():
         assert torch.equal(t, b["bn"][name]), name
+    # every rank evaluated the same model each epoch (rank 0's BatchNorm statistics): same metrics
+    for ra, rb in zip(a["history"], b["history"], strict=True):
+        assert ra["accuracy"] == rb["accuracy"] and ra["val_loss"] == rb["val_loss"]

@@ -124,3 +124,17 @@ def test_solver_state_scalars_are_checked(key, value, message):
     state["scalars"][key] = value
     with pytest.raises(StateError, match=message.replace("(", r"\(")):
         SLR(model, PruneSpec.uniform(0.5)).load_state_dict(state)
+
+
+def test_checkpoints_get_the_normal_file_mode_and_orphans_go(tmp_path):
+    from slr_prune.engine import save_atomic
+
+    orphan = tmp_path / ".model.pt.abc123"
+    orphan.write_bytes(b"half a checkpoint from a killed write")
+    old = os.umask(0o022)
+    try:
+        path = save_atomic({"x": torch.ones(2)}, tmp_path / "model.pt")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
+    assert not orphan.exists() and torch.load(path, weights_only=True)["x"].sum() == 2

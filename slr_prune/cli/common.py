@@ -258,9 +258,12 @@ def write_run_files(out: str | Path, args: argparse.Namespace, results: Any, **r
     """Write args.yaml (all settings) and report.json ({settings, results, environment}) into `out`."""
     import yaml
 
+    from ..engine.distributed import is_main
     from ..report import write_json
 
     out = Path(out)
+    if not is_main():
+        return out / "report.json"
     out.mkdir(parents=True, exist_ok=True)
     run_settings = settings(args, **resolved)
     plain = json.loads(json.dumps(run_settings, default=str))

@@ -62,8 +62,11 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
                        keep_checkpoints=args.keep_checkpoints)
         dense = result.dense
         results.append(result)
+    from ..engine.distributed import is_main
     from ..report import plot_hard_prune_curves, results_table
 
+    if not is_main():  # under torchrun, rank 0 alone reports
+        return task, spec, results
     print(results_table(results))
     model_name = task.record().get("model", task.name)
     resolved = {e.name: dataclasses.asdict(e.options(**options[e.name])) for e in entries}

@@ -7,7 +7,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "is_main", "world_size", "all_reduce_mean", "rank"]
+__all__ = ["init_from_env", "is_main", "world_size", "all_reduce_mean", "rank", "broadcast_buffers"]
 
 
 def init_from_env(device: torch.device) -> bool:
@@ -38,3 +38,11 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t) / dist.get_world_size()
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics), so all ranks evaluate one model."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf, src=0)

@@ -278,6 +278,8 @@ class Trainer:
                 if not self.solver.steps_within_epoch:
                     self._solver_record = self.solver.step(self._probe_fn)
                 record["solver"] = self._solver_record
+            if self.distributed:
+                dist_utils.broadcast_buffers(self.model)  # every rank evaluates rank 0's statistics
             record.update(self.task.evaluate(self.model, self.device))
             for hook in self.epoch_hooks:
                 record.update(hook(self))
