@@ -212,3 +212,21 @@ def test_export_of_a_structured_resnet20(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(out / "pruned.pt"), "--format", "ultralytics",
                  "--out", str(tmp_path / "x")]) == 2
     assert "is not a detection model" in capsys.readouterr().err
+
+
+def test_evaluate_and_finetune_accept_a_structured_file(tmp_path, capsys):
+    from slr_prune.cli import main
+    from slr_prune.structured.record import load_pruned
+
+    out = tmp_path / "s"
+    assert main(["structured", "--model", "resnet20", "--criterion", "l2", "--flops-target", "0.5",
+                 "--finetune-epochs", "0", "--no-latency", "--device", "cpu", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "pruned.pt")]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["finetune", "--checkpoint", str(out / "pruned.pt"), "--epochs", "1", "--no-progress",
+                 "--out", str(tmp_path / "ft")]) == 0
+    from slr_prune.models import create_model
+
+    model, extra = load_pruned(tmp_path / "ft" / "finetuned.pt", create_model("resnet20", 10, 8, 1))
+    assert "metrics" in extra and sum(p.numel() for p in model.parameters()) < 0.7 * 272474

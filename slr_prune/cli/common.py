@@ -18,8 +18,8 @@ from ..solvers import SOLVERS
 from ..task import TASKS
 
 __all__ = ["HelpFormatter", "task_args", "train_args", "spec_args", "solver_args", "bn_args", "run_folder_args",
-           "make_task", "make_spec", "train_config", "solver_options", "load_model", "write_run_files",
-           "environment"]
+           "make_task", "make_spec", "check_out", "is_structured", "train_config", "solver_options", "load_model",
+           "write_run_files", "environment"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -101,6 +101,14 @@ def bn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
                    help="training batches that re-estimate BatchNorm statistics after a hard prune; "
                         "both metrics are reported (0: no recalibration)")
+
+
+def check_out(out: str | Path) -> Path:
+    """The run folder, checked before any compute: a folder, or a path that can become one."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} exists and is not a folder; --out names a run folder")
+    return path
 
 
 def run_folder_args(p: argparse.ArgumentParser, default: str) -> None:
@@ -207,11 +215,19 @@ def solver_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
 
 def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
+    """(task, model, checkpoint) from --checkpoint: a dense or unstructured-pruned state dict, or a
+    structured pruned file (the model resized to its record); without one, a fresh model."""
     from ..engine import load_checkpoint
+    from ..structured.record import load_pruned
 
     checkpoint = load_checkpoint(args.checkpoint) if args.checkpoint else None
     if checkpoint is None and need_checkpoint:
         raise FileNotFoundError("--checkpoint is required")
+    if checkpoint is not None and is_structured(checkpoint):
+        check_finite(checkpoint.get("state_dict", {}), args.checkpoint)
+        task = make_task(args, checkpoint.get("extra", {}))
+        model, _ = load_pruned(args.checkpoint, task.build_model())
+        return task, model, checkpoint
     if checkpoint is not None:
         check_finite(checkpoint.get("model", {}), args.checkpoint)
     task = make_task(args, checkpoint)
@@ -223,6 +239,13 @@ def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
             raise StateError(f"checkpoint {args.checkpoint!r} does not fit the task's model ({task.name}): "
                              f"{str(e).splitlines()[0]}") from e
     return task, model, checkpoint
+
+
+def is_structured(checkpoint: Any) -> bool:
+    """Whether a loaded file was written by structured pruning (slr_prune.structured.save_pruned)."""
+    from ..structured.record import FORMAT
+
+    return isinstance(checkpoint, dict) and checkpoint.get("format") == FORMAT
 
 
 def check_finite(state: Any, path: str) -> None:

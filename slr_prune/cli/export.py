@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 from ..task import task_name
-from .common import make_task, task_args
+from .common import check_out, is_structured, load_model, task_args
 
 NAME = "export"
 HELP = ("export a pruned checkpoint (prune/compare/finetune, or structured) as ONNX, a plain state_dict or an "
@@ -86,31 +86,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=2, help="batch size of the equivalence check's input")
 
 
-def load_any(args: argparse.Namespace) -> tuple[Any, nn.Module, str]:
-    """The task and model of a dense-unstructured or a structured pruned checkpoint."""
-    from ..engine import load_checkpoint
-    from ..structured.record import FORMAT, load_pruned
-    from .common import load_model
-
-    path = Path(args.checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint!r} does not exist")
-    payload = load_checkpoint(path)
-    if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        task = make_task(args, payload.get("extra", {}))
-        model, _ = load_pruned(path, task.build_model())
-        return task, model, "structured"
-    task, model, _ = load_model(args)
-    return task, model, "unstructured"
-
-
 def run(args: argparse.Namespace) -> None:
     entry = EXPORTERS.get(args.format)
     if args.batch < 1:
         raise ValueError(f"--batch must be ≥ 1, got {args.batch}")
-    task, model, kind = load_any(args)
+    task, model, checkpoint = load_model(args)
+    kind = "structured" if is_structured(checkpoint) else "unstructured"
     model = model.float().cpu().eval()
-    out = Path(args.out)
+    out = check_out(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     x = task.example_input(args.batch).float()

@@ -12,6 +12,7 @@ from typing import Any
 from ..solvers import SOLVERS
 from .common import (
     bn_args,
+    check_out,
     load_model,
     make_spec,
     run_folder_args,
@@ -43,6 +44,7 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
     from ..engine import prune
 
     entries = [SOLVERS.get(m) for m in methods]  # unknown names fail here
+    check_out(args.out)
     task, model, checkpoint = load_model(args, need_checkpoint=False)
     if checkpoint is None:
         print("note: no --checkpoint given; pruning a randomly initialised model", file=sys.stderr)

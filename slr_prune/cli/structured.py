@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..structured.criteria import CRITERIA
-from .common import load_model, make_task, solver_args, task_args, train_args, train_config
+from .common import check_out, load_model, make_task, solver_args, task_args, train_args, train_config
 from .options import add_entry_options, entry_options
 
 NAME = "structured"
@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> None:
         _evaluate_saved(args)
         return
     ratios = parse_ratios(args.ratios, "--ratios") if args.ratios else None
+    check_out(args.out)
     task, model, checkpoint = load_model(args, need_checkpoint=False)
     if checkpoint is None:
         print("note: no --checkpoint given; pruning a randomly initialised model", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..task import task_name
-from .common import make_task, run_folder_args, task_args, train_args, train_config, write_run_files
+from .common import check_out, make_task, run_folder_args, task_args, train_args, train_config, write_run_files
 
 NAME = "train"
 HELP = "train a dense baseline; writes dense.pt into the run folder"
@@ -21,11 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..engine import Trainer, save_atomic
 
-    out = Path(args.out)
-    if out.suffix == ".pt":
+    if Path(args.out).suffix == ".pt":
         raise ValueError(f"--out {args.out!r} is a file name; --out names a run folder (dense.pt is written into it)")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {args.out!r} exists and is not a folder")
+    out = check_out(args.out)
     task = make_task(args)
     model = task.build_model()
     config = train_config(args, checkpoint=str(out / "train.state.pt"), resume=args.resume,
