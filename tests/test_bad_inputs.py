@@ -107,6 +107,8 @@ CLI_CASES = [
     (["prune", "--config", "{missing}"], "--config"),
     (["prune", "--config", "{list_config}"], "must hold a mapping"),
     (["prune", "--config", "{inline_bad_spec}"], "unknown form 'rows'"),
+    (["train", "--dataset", "imagefolder", "--data", "{broken_folders}", "--image-size", "16", "--epochs", "1"],
+     "cannot be read"),
 ]
 
 
@@ -132,10 +134,13 @@ def files(tmp_path_factory):
     (root / "list.yaml").write_text("- epochs: 3\n")
     (root / "inline.yaml").write_text("spec:\n  rules:\n    - {pattern: '*', form: rows, ratio: 0.5}\n")
     write_image_folders(root / "folders")
+    broken = write_image_folders(root / "broken")
+    next((broken / "val").rglob("*.png")).write_bytes(b"not a png")
     return {"dense": dense, "pruned": root / "p" / "pruned.pt", "nan": root / "nan.pt",
             "float_masks": root / "float_masks.pt", "corrupt": root / "corrupt.pt", "missing": root / "missing.yaml",
             "bad_yaml": root / "bad.yaml", "wrong_keys": root / "wrong.yaml", "text_file": root / "notes.txt",
             "list_config": root / "list.yaml", "inline_bad_spec": root / "inline.yaml", "folders": root / "folders",
+            "broken_folders": root / "broken",
             "out": root / "o"}
 
 
@@ -170,9 +175,11 @@ def _api_cases():
     import slr_prune
     from slr_prune import ADMM, NM, SLR, Magnitude, PruneSpec, Rule, Unstructured
     from slr_prune.adapters import ClassificationTask
+    from slr_prune.data.tusimple import parse_label
     from slr_prune.engine import TrainConfig, prune
     from slr_prune.errors import SpecError, StateError
     from slr_prune.masks import Masks
+    from slr_prune.metrics.coco import check_coco
     from slr_prune.models import create_model
     from slr_prune.registry import UnknownNameError
     from slr_prune.structured import make_criterion
@@ -207,12 +214,19 @@ def _api_cases():
         (lambda: ClassificationTask(image_size=-1), ValueError, "image_size must be an integer ≥ 1"),
         (lambda: make_criterion("taylor"), UnknownNameError, "unknown criterion 'taylor'"),
         (lambda: make_criterion("lfe", keep_prob=2), ValueError, "keep_prob"),
+        (lambda: check_coco({"images": [{"id": "1", "file_name": "a.jpg", "width": 4, "height": 4}],
+                             "annotations": [], "categories": []}, "gt.json"), ValueError, "images[0].id must be int"),
+        (lambda: check_coco({"images": [], "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                                                           "bbox": [0, 0, -3, 2]}], "categories": []}, "gt.json"),
+         ValueError, "annotations[0].bbox must be [x, y, w, h]"),
+        (lambda: parse_label({"raw_file": "a.jpg", "lanes": [[float("nan")]], "h_samples": [160]}, "l.json:1"),
+         ValueError, "l.json:1: lane 0 holds NaN or Inf"),
         (lambda: slr_prune.structured.structured_prune(_model(), example_input=torch.randn(1, 1, 8, 8),
                                                        flops_target=2.0), ValueError, "flops_target 2.0"),
     ]
 
 
-@pytest.mark.parametrize("i", range(27))
+@pytest.mark.parametrize("i", range(30))
 def test_bad_api_input(i):
     build, error, message = _api_cases()[i]
     with pytest.raises(error) as e:
@@ -221,4 +235,4 @@ def test_bad_api_input(i):
 
 
 def test_the_api_corpus_is_all_parametrized():
-    assert len(_api_cases()) == 27
+    assert len(_api_cases()) == 30

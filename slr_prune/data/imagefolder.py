@@ -88,12 +88,18 @@ def _first_per_class(samples: list[tuple[str, int]]) -> list[str]:
 def _mode(path: str) -> str:
     from PIL import Image
 
-    with Image.open(path) as img:  # reads the header only
-        return img.mode
+    try:
+        with Image.open(path) as img:  # reads the header only
+            return img.mode
+    except Exception as e:  # noqa: BLE001 - any decoder error means an unreadable file
+        raise ValueError(f"image {path!r} cannot be read: {e}") from e
 
 
 def _load(path: str, mode: str) -> Any:
     from PIL import Image
 
-    with open(path, "rb") as f:
-        return Image.open(f).convert(mode)
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert(mode)
+    except Exception as e:  # noqa: BLE001 - a corrupt or truncated file (any decoder error), named
+        raise ValueError(f"image {path!r} cannot be read: {e}") from e

@@ -85,6 +85,8 @@ def _numbers(value: Any, what: str, where: str) -> list[float]:
     if not isinstance(value, list) or not all(isinstance(v, int | float) and not isinstance(v, bool)
                                               for v in value):
         raise LabelFormatError(f"{where}: {what} must be a list of numbers")
+    if not all(math.isfinite(v) for v in value):
+        raise LabelFormatError(f"{where}: {what} holds NaN or Inf; use -2 for a lane absent at a row")
     return [float(v) for v in value]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,10 +48,34 @@ def coco_ground_truth(json_path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except ValueError as e:
         raise ValueError(f"COCO annotation file {str(path)!r} is not valid JSON: {e}") from e
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict) or k not in data]
+    return check_coco(data, str(path))
+
+
+def check_coco(data: Any, source: str) -> dict[str, Any]:
+    """`data` if it is COCO instances ground truth with the field types pycocotools expects; else a
+    ValueError naming the source, the entry and the field."""
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, Mapping) or k not in data]
     if missing:
-        raise ValueError(f"{str(path)!r} is not a COCO instances file: it lacks {', '.join(missing)}")
-    return data
+        raise ValueError(f"{source!r} is not a COCO instances file: it lacks {', '.join(missing)}")
+    number = (int, float)
+    fields = {"images": {"id": int, "file_name": str, "width": number, "height": number},
+              "annotations": {"id": int, "image_id": int, "category_id": int, "bbox": list},
+              "categories": {"id": int}}
+    for key, types in fields.items():
+        if not isinstance(data[key], list):
+            raise ValueError(f"{source!r}: {key} must be a list, got {type(data[key]).__name__}")
+        for i, entry in enumerate(data[key]):
+            for name, tp in types.items():
+                value = entry.get(name) if isinstance(entry, Mapping) else None
+                if not isinstance(value, tp) or isinstance(value, bool):
+                    want = tp.__name__ if isinstance(tp, type) else "a number"
+                    raise ValueError(f"{source!r}: {key}[{i}].{name} must be {want}, got {value!r}")
+    for i, a in enumerate(data["annotations"]):
+        box = a["bbox"]
+        if len(box) != 4 or not all(isinstance(v, number) and math.isfinite(v) for v in box) or min(box[2:]) < 0:
+            raise ValueError(f"{source!r}: annotations[{i}].bbox must be [x, y, w, h] of finite numbers with "
+                             f"w, h ≥ 0, got {box!r}")
+    return dict(data)
 
 
 def yolo_ground_truth(images: Sequence[str | Path], names: Sequence[str]) -> dict[str, Any]:
@@ -85,6 +110,8 @@ def yolo_ground_truth(images: Sequence[str | Path], names: Sequence[str]) -> dic
                 xy = np.asarray(values[1:], dtype=np.float64).reshape(-1, 2)
                 (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
                 xc, yc, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+            if not all(math.isfinite(v) for v in (cls, xc, yc, w, h)) or w < 0 or h < 0:
+                raise ValueError(f"{lp}:{line_no}: values must be finite and the box size w, h ≥ 0, got {line!r}")
             if cls != int(cls) or not 0 <= cls < nc:
                 raise ValueError(f"{lp}:{line_no}: class {values[0]} is out of range; the data has {nc} classes "
                                  f"(valid 0..{nc - 1})")
@@ -115,7 +142,8 @@ class CocoEvaluator:
                  max_dets: int = 100):
         from pycocotools.coco import COCO
 
-        data = ground_truth if isinstance(ground_truth, Mapping) else coco_ground_truth(ground_truth)
+        data = check_coco(ground_truth, "(dict)") if isinstance(ground_truth, Mapping) \
+            else coco_ground_truth(ground_truth)
         self.source = "" if isinstance(ground_truth, Mapping) else str(ground_truth)
         data = dict(data)
         data.setdefault("info", {})
