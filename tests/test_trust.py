@@ -138,3 +138,41 @@ def test_checkpoints_get_the_normal_file_mode_and_orphans_go(tmp_path):
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == 0o644
     assert not orphan.exists() and torch.load(path, weights_only=True)["x"].sum() == 2
+
+
+# ---- faults: a killed run resumes to the same result -------------------------------------------
+def _kill_when(argv, path, timeout=120):
+    """Start `slr-prune argv`, SIGKILL it as soon as `path` exists; True if it was killed mid-run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "slr_prune.cli", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    start = time.time()
+    while proc.poll() is None and not path.exists() and time.time() - start < timeout:
+        time.sleep(0.01)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return killed
+
+
+@pytest.mark.parametrize("phase", ["admm.pt", "finetune.pt"])
+def test_a_killed_run_resumes_bit_identical(tmp_path, dense, phase):
+    argv = ["prune", "--checkpoint", str(dense), "--method", "admm", "--ratio", "0.8", "--epochs", "3",
+            "--finetune-epochs", "3", "--no-progress", "--keep-checkpoints", "--device", "cpu"]
+    assert not _kill_when([*argv, "--out", str(tmp_path / "whole")], tmp_path / "never")  # same threads as below
+    run = tmp_path / "killed"
+    assert _kill_when([*argv, "--out", str(run)], run / phase)
+    orphan = run / f".{phase}.killedwrite"  # what a write killed half-way leaves behind
+    orphan.write_bytes(b"\x00partial")
+    assert not (run / "pruned.pt").exists()
+    assert not _kill_when([*argv, "--out", str(run), "--resume"], tmp_path / "never")
+    a = torch.load(tmp_path / "whole" / "pruned.pt", weights_only=True)
+    b = torch.load(run / "pruned.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["result"]["finetune"][-1]["accuracy"] == b["result"]["finetune"][-1]["accuracy"]
+    assert not orphan.exists()
