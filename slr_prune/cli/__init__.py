@@ -14,12 +14,12 @@ from typing import Any
 
 from ..errors import SpecError, StateError
 from ..registry import UnknownNameError
-from . import compare, demo, describe, evaluate, export, finetune, prune, structured, train
+from . import compare, demo, describe, evaluate, export, finetune, prune, search, structured, train
 from .common import HelpFormatter
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = (demo, train, prune, compare, evaluate, finetune, describe, structured, export)
+COMMANDS = (demo, train, prune, compare, evaluate, finetune, describe, structured, search, export)
 """Each has NAME, HELP, add_arguments(parser) and run(args)."""
 
 EPILOG = """examples:

@@ -1,0 +1,165 @@
+"""PR-DARTS: pruned operations, the search space, a reproducible search, derive → train → prune → export."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slr_prune import NM, Channel, Filter, Pattern, PruneSpec, Unstructured
+from slr_prune.adapters import ClassificationTask
+from slr_prune.search import (
+    Genotype,
+    PrunedConv2d,
+    PrunedLinear,
+    SearchConfig,
+    SearchNetwork,
+    derived_network,
+    pruned_modules,
+    search,
+    search_prune,
+    to_plain_modules,
+)
+
+FORMS = [Unstructured(0.9), NM(2, 4), Filter(0.5), Channel(0.5), Pattern()]
+TINY = dict(channels=4, layers=3, steps=2, batch_size=64, progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("sparsity", FORMS, ids=lambda s: s.form)
+def test_pruned_conv_keeps_exactly_the_target_and_runs_through_the_projection(sparsity):
+    torch.manual_seed(0)
+    conv = PrunedConv2d(8, 16, 3, padding=1, sparsity=sparsity)
+    mask = conv.mask()
+    assert int(mask.sum()) == sparsity.kept(conv.weight.shape)
+    x = torch.randn(2, 8, 6, 6)
+    assert torch.allclose(conv(x), F.conv2d(x, conv.weight * mask, padding=1))
+    plain, plain_mask = conv.to_plain()
+    assert type(plain) is torch.nn.Conv2d and torch.equal(plain_mask, mask)
+    assert torch.allclose(plain(x), conv(x)) and set(conv.state_dict()) == {"weight"}
+    assert conv.penalty() > 0 and torch.isclose(conv.penalty(), 0.5 * (conv.weight * ~mask).pow(2).sum())
+
+
+@pytest.mark.parametrize("sparsity", [Unstructured(0.75), NM(2, 4), Filter(0.5)], ids=lambda s: s.form)
+def test_pruned_linear_keeps_exactly_the_target(sparsity):
+    lin = PrunedLinear(8, 6, sparsity=sparsity)
+    assert int(lin.mask().sum()) == sparsity.kept(lin.weight.shape)
+    x = torch.randn(3, 8)
+    assert torch.allclose(lin(x), F.linear(x, lin.weight * lin.mask(), lin.bias))
+
+
+def test_gradients_match_finite_differences():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    for gradient in ("masked", "straight_through"):
+        conv = PrunedConv2d(3, 4, 3, sparsity=Unstructured(0.5), gradient=gradient).double()
+        mask = conv.mask()
+        loss = conv(x).pow(2).sum()
+        (grad,) = torch.autograd.grad(loss, conv.weight)
+        # finite differences of the loss through the projection, support held (no ties nearby)
+        w0, eps = conv.weight.detach().clone(), 1e-6
+        fd = torch.zeros_like(w0)
+        for i in range(w0.numel()):
+            for sign in (1, -1):
+                w = w0.clone().view(-1)
+                w[i] += sign * eps
+                out = F.conv2d(x, w.view_as(w0) * mask).pow(2).sum()
+                fd.view(-1)[i] += sign * out / (2 * eps)
+        assert torch.allclose(grad[mask], fd[mask], rtol=1e-5, atol=1e-6)  # kept weights: the true gradient
+        if gradient == "masked":
+            assert torch.all(grad[~mask] == 0) and torch.allclose(grad, fd, rtol=1e-5, atol=1e-6)
+        else:  # straight-through: pruned weights still get the signal of their projected position
+            assert grad[~mask].abs().sum() > 0
+
+
+def test_alpha_gets_gradients_through_the_pruned_weights():
+    torch.manual_seed(0)
+    net = SearchNetwork(Unstructured(0.9), c=4, layers=3, steps=2, num_classes=10, in_channels=1,
+                        ops=("pruned_conv_3x3", "pruned_dil_conv_3x3"))
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    F.cross_entropy(net(x), y).backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in net.alphas())
+    # the forward sees only the projected weights: changing a pruned entry changes nothing
+    conv = next(iter(pruned_modules(net).values()))
+    before = net.eval()(x)
+    with torch.no_grad():
+        conv.weight[~conv.mask()] *= 0.5
+    assert torch.allclose(net(x), before)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return ClassificationTask("digits_cnn", "digits")
+
+
+def test_search_is_reproducible_from_its_seed_and_from_resume(task, tmp_path):
+    config = SearchConfig(epochs=2, **TINY)
+    _, a = search(task, Unstructured(0.9), config)
+    _, b = search(task, Unstructured(0.9), config)
+    assert a.epochs[-1]["alpha_normal"] == b.epochs[-1]["alpha_normal"] and a.genotype == b.genotype
+    ckpt = tmp_path / "search.pt"
+    search(task, Unstructured(0.9), SearchConfig(epochs=1, **TINY), checkpoint=ckpt)
+    with pytest.raises(Exception, match="was written with other settings"):  # epochs differ from the checkpoint's
+        search(task, Unstructured(0.9), config, checkpoint=ckpt, resume=True)
+    ckpt.unlink()
+    search(task, Unstructured(0.9), config, checkpoint=ckpt)
+    _, c = search(task, Unstructured(0.9), config, checkpoint=ckpt, resume=True)  # finished: loads, no epoch
+    assert c.epochs == a.epochs and c.genotype == a.genotype
+    assert len(a.epochs) == 2 and len(a.epochs[0]["alpha_reduce"]) == 5  # 2 + 3 edges
+
+
+def test_resume_mid_search_equals_uninterrupted(task, tmp_path, monkeypatch):
+    import slr_prune.search.bilevel as search_module
+    from slr_prune.engine import save_atomic
+
+    config = SearchConfig(epochs=2, **TINY)
+    _, whole = search(task, Unstructured(0.9), config)
+
+    def crash_after_saving(obj, path):  # the process dies right after the first epoch's checkpoint
+        save_atomic(obj, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search_module, "save_atomic", crash_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        search(task, Unstructured(0.9), config, checkpoint=tmp_path / "s.pt")
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "s.pt", weights_only=True)["epoch"] == 1
+    _, resumed = search(task, Unstructured(0.9), config, checkpoint=tmp_path / "s.pt", resume=True)
+    assert resumed.epochs == whole.epochs and resumed.genotype == whole.genotype
+
+
+def test_genotype_round_trip_and_bad_files(tmp_path):
+    g = Genotype((("skip_connect", 0), ("pruned_conv_3x3", 1), ("max_pool_3x3", 2), ("sep_conv_3x3", 0)),
+                 (("avg_pool_3x3", 0), ("pruned_conv_3x3", 1), ("dil_conv_3x3", 2), ("skip_connect", 1)), 2)
+    assert Genotype.load(g.save(tmp_path / "g.json")) == g
+    (tmp_path / "bad.json").write_text('{"normal": [["skip_connect", 5]], "reduce": [], "steps": 1}')
+    with pytest.raises(ValueError, match="bad.json"):
+        Genotype.load(tmp_path / "bad.json")
+
+
+def test_derived_network_trains_prunes_and_exports(task, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from slr_prune.engine import TrainConfig
+    from slr_prune.export import export_onnx, onnx_max_difference
+
+    spec = PruneSpec.uniform(0.9)
+    fast = TrainConfig(epochs=1, lr=0.05, progress=False, device="cpu")
+    result = search_prune(task, spec, "slr", search_config=SearchConfig(epochs=1, **TINY), train=fast,
+                          prune_train=TrainConfig(epochs=1, lr=0.01, progress=False, device="cpu"),
+                          finetune=None, out_dir=tmp_path)
+    assert (tmp_path / "genotype.json").is_file() and (tmp_path / "cells.png").stat().st_size > 0
+    assert abs(result.pruned.sparsity - 0.9) < 1e-3 and result.pruned.hard_prune_bn is not None
+    model = derived_network(Genotype.load(tmp_path / "genotype.json"), task, SearchConfig(**TINY))
+    model.load_state_dict(torch.load(tmp_path / "prune" / "pruned.pt", weights_only=True)["model"])
+    x = task.example_input(2)
+    path = export_onnx(model, tmp_path / "m.onnx", x)
+    assert onnx_max_difference(path, model, x) < 1e-4
+
+
+def test_search_network_converts_to_plain_layers_and_masks():
+    from slr_prune import Masks
+
+    net = SearchNetwork(Unstructured(0.8), c=4, layers=3, steps=2, num_classes=10, in_channels=1)
+    x = torch.randn(2, 1, 8, 8)
+    before = net.eval()(x)
+    masks = to_plain_modules(net)
+    assert masks and not pruned_modules(net)
+    assert torch.allclose(net(x), before, atol=1e-6)
+    Masks(masks).attach(net)  # the library's masks accept them
