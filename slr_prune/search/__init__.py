@@ -1,9 +1,9 @@
 """PR-DARTS: pruning-aware architecture search (PrunedConv2d/PrunedLinear, DARTS cells, search,
 derive, train and prune).  Every choice the paper leaves open is documented in docs/search.md."""
 
+from .bilevel import SearchConfig, SearchResult, search
 from .genotype import Genotype, plot_genotype
 from .ops import PrunedConv2d, PrunedLinear, pruned_modules, to_plain_modules
-from .bilevel import SearchConfig, SearchResult, search
 from .space import OPS, DerivedNetwork, SearchNetwork, register_op
 from .workflow import SearchPruneResult, derived_network, search_prune
 

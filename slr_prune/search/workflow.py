@@ -13,8 +13,8 @@ from ..engine import PruneResult, TrainConfig, Trainer, prune
 from ..metrics import cost_summary
 from ..spec import PruneSpec
 from ..task import Task
-from .genotype import Genotype, plot_genotype
 from .bilevel import SearchConfig, SearchResult, search
+from .genotype import Genotype, plot_genotype
 from .space import DerivedNetwork
 
 __all__ = ["SearchPruneResult", "search_prune", "derived_network"]
