@@ -29,7 +29,7 @@ from .genotype import Genotype
 from .ops import pruned_modules
 from .space import DEFAULT_OPS, SearchNetwork
 
-__all__ = ["SearchConfig", "SearchResult", "search"]
+__all__ = ["SearchConfig", "SearchResult", "search", "task_classes"]
 
 
 @dataclass
@@ -102,7 +102,7 @@ def search(task: Task, sparsity: ConstraintSet, config: SearchConfig | None = No
     x0 = task.example_input()
     torch.manual_seed(config.seed)
     net = SearchNetwork(sparsity, config.channels, config.layers, config.steps,
-                        num_classes=_num_classes(task), in_channels=x0.shape[1], ops=config.ops).to(device)
+                        num_classes=task_classes(task), in_channels=x0.shape[1], ops=config.ops).to(device)
     w_opt = torch.optim.SGD(net.weights(), lr=config.lr, momentum=config.momentum,
                             weight_decay=config.weight_decay)
     a_opt = torch.optim.Adam(net.alphas(), lr=config.arch_lr, betas=(0.5, 0.999),
@@ -171,7 +171,8 @@ def search(task: Task, sparsity: ConstraintSet, config: SearchConfig | None = No
     return net, SearchResult(net.genotype(), history, time.perf_counter() - start)
 
 
-def _num_classes(task: Task) -> int:
+def task_classes(task: Task) -> int:
+    """The task's class count (its dataset info, else the output width of its model)."""
     info = getattr(task, "info", None)
     if isinstance(info, dict) and "num_classes" in info:
         return int(info["num_classes"])

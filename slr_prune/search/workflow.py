@@ -13,7 +13,7 @@ from ..engine import PruneResult, TrainConfig, Trainer, prune
 from ..metrics import cost_summary
 from ..spec import PruneSpec
 from ..task import Task
-from .bilevel import SearchConfig, SearchResult, search
+from .bilevel import SearchConfig, SearchResult, search, task_classes
 from .genotype import Genotype, plot_genotype
 from .space import DerivedNetwork
 
@@ -34,10 +34,8 @@ class SearchPruneResult:
 
 def derived_network(genotype: Genotype, task: Task, config: SearchConfig) -> nn.Module:
     """The discrete network of `genotype` for `task`'s inputs and classes (plain layers)."""
-    from .bilevel import _num_classes
-
     x = task.example_input()
-    return DerivedNetwork(genotype, config.channels, config.layers, _num_classes(task), x.shape[1])
+    return DerivedNetwork(genotype, config.channels, config.layers, task_classes(task), x.shape[1])
 
 
 def search_prune(task: Task, spec: PruneSpec, method: str = "slr", *, search_config: SearchConfig | None = None,
