@@ -163,3 +163,21 @@ def test_search_network_converts_to_plain_layers_and_masks():
     assert masks and not pruned_modules(net)
     assert torch.allclose(net(x), before, atol=1e-6)
     Masks(masks).attach(net)  # the library's masks accept them
+
+
+def test_search_command(tmp_path, capsys):
+    import json
+
+    from slr_prune.cli import main
+
+    out = tmp_path / "run"
+    code = main(["search", "--ratio", "0.9", "--search-epochs", "1", "--channels", "4", "--steps", "2",
+                 "--train-epochs", "1", "--epochs", "1", "--finetune-epochs", "0", "--no-progress", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "genotype:" in captured.out and "hard-prune" in captured.out
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["search"]["epochs"] == 1 and report["results"]["pruned"]["sparsity"] > 0.89
+    assert (out / "cells.png").is_file() and Genotype.load(out / "genotype.json").steps == 2
+    assert main(["search", "--ratio", "0.9", "--ops", "skip_connect,conv_7x7", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown search operation 'conv_7x7'" in capsys.readouterr().err
