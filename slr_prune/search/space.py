@@ -25,7 +25,6 @@ from .ops import PrunedConv2d
 
 __all__ = ["OPS", "register_op", "SearchNetwork", "DerivedNetwork", "Cell", "MixedOp", "DEFAULT_OPS"]
 
-OpBuilder = Callable[[int, int, ConstraintSet | None], nn.Module]
 OPS: Registry[nn.Module] = Registry("search operation", defaults={"pruned": False})
 """Candidate operations by name: builder(channels, stride, sparsity) → module.  Trait `pruned`:
 the operation's convolutions are PrunedConv2d at the target sparsity during the search (plain

@@ -132,7 +132,6 @@ class ChannelGraph:
                 self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=self.example_input)
         finally:
             model.train(was_training)
-        self._tp = tp
         self.groups: dict[str, ChannelGroup] = {}
         self.output_layers: list[nn.Module] = []
         for group in self.dg.get_all_groups(ignored_layers=self.ignored, root_module_types=list(CONV_LINEAR)):
