@@ -38,6 +38,7 @@ def run_seed(args: argparse.Namespace, seed: int, out: Path) -> list[dict]:
     task = ClassificationTask(args.model, args.dataset, args.data, batch_size=args.batch_size, seed=seed)
     spec = PruneSpec.uniform(args.ratio)
     config = SearchConfig(epochs=args.search_epochs, channels=args.channels, layers=args.layers, seed=seed,
+                          prune_all=args.prune_all,
                           batch_size=args.batch_size, progress=False, device=args.device)
     start = time.perf_counter()
     _, found = search(task, spec.rules[0].make_set(), config)
@@ -78,7 +79,9 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
             return f"{k * values[0]:.1f}"
         return f"{k * statistics.mean(values):.1f} ± {k * statistics.stdev(values):.1f}"
 
-    lines = [f"Digits, {args.method} to {args.ratio:.0%} unstructured (stem and classifier dense), "
+    variant = ("every cell convolution pruned in the search" if args.prune_all
+               else "only the pruned candidates pruned in the search")
+    lines = [f"Digits ({variant}), {args.method} to {args.ratio:.0%} unstructured (stem and classifier dense), "
              f"{len({r['seed'] for r in rows})} seeds, mean ± std; accuracy on the held-out digits.", "",
              "| network | params | MACs | dense % | hard-prune % | + BN recal. % | fine-tuned % | "
              "non-zero params | sparse MACs | dense CPU latency ms |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -116,6 +119,7 @@ def main() -> None:
     p.add_argument("--search-epochs", type=int, default=10)
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--prune-all", action="store_true", help="every cell convolution on the set during the search")
     p.add_argument("--train-epochs", type=int, default=15)
     p.add_argument("--train-lr", type=float, default=0.05)
     p.add_argument("--epochs", type=int, default=10, help="solver epochs")

@@ -181,3 +181,12 @@ def test_search_command(tmp_path, capsys):
     assert (out / "cells.png").is_file() and Genotype.load(out / "genotype.json").steps == 2
     assert main(["search", "--ratio", "0.9", "--ops", "skip_connect,conv_7x7", "--out", str(tmp_path / "x")]) == 2
     assert "unknown search operation 'conv_7x7'" in capsys.readouterr().err
+
+
+def test_prune_all_puts_every_cell_convolution_on_the_set():
+    plain = SearchNetwork(Unstructured(0.9), c=4, layers=3, steps=2, num_classes=10, in_channels=1)
+    every = SearchNetwork(Unstructured(0.9), c=4, layers=3, steps=2, num_classes=10, in_channels=1, prune_all=True)
+    convs = [m for n, m in every.named_modules() if isinstance(m, torch.nn.Conv2d) and n.startswith("cells")]
+    assert convs and all(isinstance(m, PrunedConv2d) for m in convs)
+    assert len(pruned_modules(plain)) < len(pruned_modules(every))
+    assert not isinstance(every.stem[0], PrunedConv2d)  # the stem stays dense, as the spec keeps it

@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--arch-lr", type=float, default=d.arch_lr, help="architecture learning rate (Adam)")
     g.add_argument("--penalty", type=float, default=d.penalty,
                    help="weight of ½‖W − Π(W)‖² over the pruned candidates in the weight objective")
+    g.add_argument("--prune-all", action="store_true",
+                   help="every convolution of the cells is on the sparsity set during the search (as after pruning), "
+                        "not only the pruned candidates")
     train_args(p, prefix="train-", epochs=15, lr=0.05, label="dense training of the derived network")
     train_args(p, epochs=10, lr=0.01, label="solver training")
     train_args(p, prefix="finetune-", epochs=1, lr=0.01, label="masked fine-tuning")
@@ -59,8 +62,9 @@ def run(args: argparse.Namespace) -> None:
     out = check_out(args.out)
     config = SearchConfig(epochs=args.search_epochs, channels=args.channels, layers=args.layers, steps=args.steps,
                           ops=tuple(o.strip() for o in args.ops.split(",") if o.strip()), lr=args.search_lr,
-                          arch_lr=args.arch_lr, penalty=args.penalty, batch_size=args.batch_size, seed=args.seed,
-                          device=args.device, progress=not args.no_progress)
+                          arch_lr=args.arch_lr, penalty=args.penalty, prune_all=args.prune_all,
+                          batch_size=args.batch_size, seed=args.seed, device=args.device,
+                          progress=not args.no_progress)
     from ..search.space import OPS
 
     for name in config.ops:

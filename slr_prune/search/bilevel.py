@@ -47,6 +47,7 @@ class SearchConfig:
     arch_lr: float = 3e-3
     arch_weight_decay: float = 1e-3
     penalty: float = 1e-3
+    prune_all: bool = False
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"
@@ -102,7 +103,8 @@ def search(task: Task, sparsity: ConstraintSet, config: SearchConfig | None = No
     x0 = task.example_input()
     torch.manual_seed(config.seed)
     net = SearchNetwork(sparsity, config.channels, config.layers, config.steps,
-                        num_classes=task_classes(task), in_channels=x0.shape[1], ops=config.ops).to(device)
+                        num_classes=task_classes(task), in_channels=x0.shape[1], ops=config.ops,
+                        prune_all=config.prune_all).to(device)
     w_opt = torch.optim.SGD(net.weights(), lr=config.lr, momentum=config.momentum,
                             weight_decay=config.weight_decay)
     a_opt = torch.optim.Adam(net.alphas(), lr=config.arch_lr, betas=(0.5, 0.999),

@@ -48,10 +48,10 @@ def _relu_conv_bn(c: int, k: int, stride: int, padding: int, dilation: int = 1,
 class FactorizedReduce(nn.Module):
     """Halve the resolution without losing half the pixels: two stride-2 1×1 convs, offset by one."""
 
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, c_in: int, c_out: int, sparsity: ConstraintSet | None = None):
         super().__init__()
-        self.a = nn.Conv2d(c_in, c_out // 2, 1, 2, bias=False)
-        self.b = nn.Conv2d(c_in, c_out - c_out // 2, 1, 2, bias=False)
+        self.a = _conv(c_in, c_out // 2, 1, 2, 0, sparsity=sparsity)
+        self.b = _conv(c_in, c_out - c_out // 2, 1, 2, 0, sparsity=sparsity)
         self.bn = nn.BatchNorm2d(c_out, affine=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -61,7 +61,7 @@ class FactorizedReduce(nn.Module):
 
 @register_op("skip_connect", help="identity (a factorized reduction in reduction cells)")
 def _skip(c: int, stride: int, sparsity: ConstraintSet | None) -> nn.Module:
-    return nn.Identity() if stride == 1 else FactorizedReduce(c, c)
+    return nn.Identity() if stride == 1 else FactorizedReduce(c, c, sparsity)
 
 
 @register_op("max_pool_3x3", help="3×3 max pooling")
@@ -74,18 +74,18 @@ def _avg_pool(c: int, stride: int, sparsity: ConstraintSet | None) -> nn.Module:
     return nn.AvgPool2d(3, stride, 1, count_include_pad=False)
 
 
-@register_op("sep_conv_3x3", help="dense separable 3×3 convolution (DARTS: twice depthwise + pointwise)")
+@register_op("sep_conv_3x3", help="separable 3×3 convolution (DARTS: twice depthwise + pointwise), dense in the search")
 def _sep_conv(c: int, stride: int, sparsity: ConstraintSet | None) -> nn.Module:
     return nn.Sequential(
-        nn.ReLU(), nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), nn.Conv2d(c, c, 1, bias=False),
-        nn.BatchNorm2d(c, affine=False), nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False),
-        nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c, affine=False))
+        nn.ReLU(), _conv(c, c, 3, stride, 1, groups=c, sparsity=sparsity), _conv(c, c, 1, 1, 0, sparsity=sparsity),
+        nn.BatchNorm2d(c, affine=False), nn.ReLU(), _conv(c, c, 3, 1, 1, groups=c, sparsity=sparsity),
+        _conv(c, c, 1, 1, 0, sparsity=sparsity), nn.BatchNorm2d(c, affine=False))
 
 
-@register_op("dil_conv_3x3", help="dense dilated (2) separable 3×3 convolution")
+@register_op("dil_conv_3x3", help="dilated (2) separable 3×3 convolution, dense in the search")
 def _dil_conv(c: int, stride: int, sparsity: ConstraintSet | None) -> nn.Module:
-    return nn.Sequential(nn.ReLU(), nn.Conv2d(c, c, 3, stride, 2, 2, groups=c, bias=False),
-                         nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c, affine=False))
+    return nn.Sequential(nn.ReLU(), _conv(c, c, 3, stride, 2, 2, groups=c, sparsity=sparsity),
+                         _conv(c, c, 1, 1, 0, sparsity=sparsity), nn.BatchNorm2d(c, affine=False))
 
 
 @register_op("pruned_conv_3x3", pruned=True, help="full 3×3 convolution on the target sparsity set")
@@ -101,39 +101,42 @@ def _pruned_dil_conv(c: int, stride: int, sparsity: ConstraintSet | None) -> nn.
 DEFAULT_OPS = tuple(OPS.list())
 
 
-def _build(name: str, c: int, stride: int, sparsity: ConstraintSet | None) -> nn.Module:
+def _build(name: str, c: int, stride: int, sparsity: ConstraintSet | None, prune_all: bool = False) -> nn.Module:
+    """Operation `name`; its convolutions are on `sparsity` if it is a pruned candidate (or with
+    `prune_all`, whatever it is), dense otherwise (and always when `sparsity` is None)."""
     entry = OPS.get(name)
-    return entry.build(c, stride, sparsity if entry.pruned else None)
+    return entry.build(c, stride, sparsity if entry.pruned or prune_all else None)
 
 
 class MixedOp(nn.Module):
     """Σ_o softmax(α)_o · o(x) over the candidate operations of one edge."""
 
-    def __init__(self, c: int, stride: int, ops: Sequence[str], sparsity: ConstraintSet):
+    def __init__(self, c: int, stride: int, ops: Sequence[str], sparsity: ConstraintSet, prune_all: bool = False):
         super().__init__()
-        self.ops = nn.ModuleList(_build(name, c, stride, sparsity) for name in ops)
+        self.ops = nn.ModuleList(_build(name, c, stride, sparsity, prune_all) for name in ops)
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         return sum(w * op(x) for w, op in zip(weights, self.ops, strict=True))
 
 
-def _preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool) -> tuple[nn.Module, nn.Module]:
+def _preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool,
+                sparsity: ConstraintSet | None = None) -> tuple[nn.Module, nn.Module]:
     def rcb(c_in: int) -> nn.Sequential:
-        return nn.Sequential(nn.ReLU(), nn.Conv2d(c_in, c, 1, bias=False), nn.BatchNorm2d(c, affine=False))
+        return nn.Sequential(nn.ReLU(), _conv(c_in, c, 1, 1, 0, sparsity=sparsity), nn.BatchNorm2d(c, affine=False))
 
-    return (FactorizedReduce(c_pp, c) if reduction_prev else rcb(c_pp)), rcb(c_p)
+    return (FactorizedReduce(c_pp, c, sparsity) if reduction_prev else rcb(c_pp)), rcb(c_p)
 
 
 class Cell(nn.Module):
     """A searched cell: `steps` nodes, each the sum of mixed edges from every earlier node."""
 
     def __init__(self, steps: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool,
-                 ops: Sequence[str], sparsity: ConstraintSet):
+                 ops: Sequence[str], sparsity: ConstraintSet, prune_all: bool = False):
         super().__init__()
         self.reduction, self.steps = reduction, steps
-        self.pre0, self.pre1 = _preprocess(c_pp, c_p, c, reduction_prev)
-        self.edges = nn.ModuleList(
-            MixedOp(c, 2 if reduction and j < 2 else 1, ops, sparsity) for i in range(steps) for j in range(2 + i))
+        self.pre0, self.pre1 = _preprocess(c_pp, c_p, c, reduction_prev, sparsity if prune_all else None)
+        self.edges = nn.ModuleList(MixedOp(c, 2 if reduction and j < 2 else 1, ops, sparsity, prune_all)
+                                   for i in range(steps) for j in range(2 + i))
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
@@ -173,16 +176,21 @@ class _Network(nn.Module):
 
 
 class SearchNetwork(_Network):
-    """The supernet; `alphas()` are the architecture parameters (normal and reduction cells)."""
+    """The supernet; `alphas()` are the architecture parameters (normal and reduction cells).
+
+    `prune_all`: every convolution inside the cells (all candidates and the cells' input
+    convolutions) is on the sparsity set during the search, as it will be once the derived
+    network is pruned; otherwise only the pruned candidates are.
+    """
 
     def __init__(self, sparsity: ConstraintSet, c: int = 8, layers: int = 3, steps: int = 3, num_classes: int = 10,
-                 in_channels: int = 3, ops: Sequence[str] = DEFAULT_OPS):
+                 in_channels: int = 3, ops: Sequence[str] = DEFAULT_OPS, prune_all: bool = False):
         for name in ops:
             OPS.get(name)
         self.op_names, self.steps = tuple(ops), steps
         super().__init__(c, layers, steps, num_classes, in_channels,
                          lambda i, c_pp, c_p, c_curr, red, red_prev: Cell(steps, c_pp, c_p, c_curr, red, red_prev, ops,
-                                                                        sparsity))
+                                                                        sparsity, prune_all))
         edges = sum(2 + i for i in range(steps))
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(edges, len(ops)))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(edges, len(ops)))
