@@ -176,3 +176,17 @@ def test_a_killed_run_resumes_bit_identical(tmp_path, dense, phase):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["result"]["finetune"][-1]["accuracy"] == b["result"]["finetune"][-1]["accuracy"]
     assert not orphan.exists()
+
+
+@pytest.mark.parametrize("line", ["0 0.5 nan 0.2 0.2", "0 0.5 0.5 -0.2 0.2"])
+def test_yolo_labels_with_nan_or_negative_sizes_name_the_file(tmp_path, line):
+    pytest.importorskip("ultralytics")
+    from yolo_fixtures import small_dataset
+
+    from slr_prune.adapters.yolo import YoloTask
+
+    data = small_dataset(tmp_path / "d")
+    label = sorted((tmp_path / "d" / "labels" / "val").glob("*.txt"))[0]
+    label.write_text(line + "\n")
+    with pytest.raises(ValueError, match=label.name):
+        YoloTask("yolov3-tiny", data=data, image_size=64, batch_size=8)

@@ -222,6 +222,8 @@ def _label_problem(path: Path, nc: int) -> str | None:
             numbers = np.asarray(values, dtype=np.float64)
         except ValueError:
             return f"{path}:{line_no}: not numbers: {line.strip()!r}"
+        if not np.isfinite(numbers).all():
+            return f"{path}:{line_no}: values must be finite numbers, got {line.strip()!r}"
         cls = numbers[0]
         if cls != math.floor(cls) or not 0 <= cls < nc:
             return f"{path}:{line_no}: class {values[0]} is out of range; the data has {nc} classes (valid 0..{nc - 1})"
