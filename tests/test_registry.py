@@ -113,7 +113,9 @@ def test_a_registered_solver_and_criterion_run_through_the_cli(toy_methods, tmp_
     captured = capsys.readouterr()
     assert code == 0, captured.err
     structured = json.loads((tmp_path / "s" / "report.json").read_text())
-    assert structured["criterion"]["name"] == "toy_random" and structured["costs"]["macs_ratio"] > 1.3
+    assert structured["settings"]["criterion_options"] == {"toy_seed": 3}
+    assert structured["results"]["criterion"]["name"] == "toy_random"
+    assert structured["results"]["costs"]["macs_ratio"] > 1.3
 
 
 def test_solvers_accept_resolved_sets():

@@ -282,7 +282,7 @@ def test_cli_prune_and_evaluate(monkeypatch, capsys, data, tmp_path):
                  "--no-latency", "--no-progress", "--out", str(tmp_path / "s")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert json.loads((tmp_path / "s" / "report.json").read_text())["costs"]["macs_ratio"] >= 1.9
+    assert json.loads((tmp_path / "s" / "report.json").read_text())["results"]["costs"]["macs_ratio"] >= 1.9
     code = main(["evaluate", *common, "--checkpoint", str(out / "pruned.pt")])
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..structured.criteria import CRITERIA
-from .common import check_out, load_model, make_task, solver_args, task_args, train_args, train_config
+from .common import check_out, load_model, make_task, solver_args, task_args, train_args, train_config, write_run_files
 from .options import add_entry_options, entry_options
 
 NAME = "structured"
@@ -146,5 +146,8 @@ def run(args: argparse.Namespace) -> None:
         calibration_batches=args.calibration_batches, finetune=finetune, device=device, latency=latency,
         out_dir=args.out)
     _print_report(result)
+    write_run_files(args.out, args, result.to_dict(), task=task.record(), source_checkpoint=args.checkpoint,
+                    criterion_options={k: v for k, v in _criterion_options(args).items()
+                                       if k not in CRITERIA.get(args.criterion).workflow})
     print(f"run folder: {args.out}\n  pruned model: {Path(args.out) / 'pruned.pt'} "
           f"(slr_prune.structured.load_pruned, or slr-prune export)\n  report: {Path(args.out) / 'report.json'}")
