@@ -55,7 +55,7 @@ SLR_DEFAULT: dict[str, Any] = {}  # filled from slr_prune's SLR defaults plus th
 class StudyTask(ClassificationTask):
     """Classification on train minus a validation split; `accuracy` is test, `val_accuracy` validation."""
 
-    def __init__(self, model: str, val_fraction: float, batch_size: int, seed: int):
+    def __init__(self, model: str, val_fraction: float, batch_size: int, seed: int, probe_holdout: int = 0):
         super().__init__(model, "digits", batch_size=batch_size, seed=seed)
         from sklearn.model_selection import train_test_split
 
@@ -68,6 +68,8 @@ class StudyTask(ClassificationTask):
         self.holdout = copy.copy(full)
         self.holdout.augment = False
         self.holdout_set = Subset(self.holdout, va)
+        if probe_holdout:  # SLR's probe batches from training examples the W-step never sees
+            self.hold_out_probe(probe_holdout, seed)
 
     def evaluate(self, model, device):
         test = super().evaluate(model, device)
@@ -108,15 +110,18 @@ def penalty_options(options: dict[str, Any], rho0: float, rho_end: float, task, 
 
 
 def slr_options(config: dict[str, Any], task, epochs: int) -> dict[str, Any]:
+    """SLR's options for a run; `probe_holdout` in --slr is the task's, not the solver's."""
     rho0, rho_end = config.get("rho0", SLR_DEFAULT["rho0"]), config.get("rho_end", SLR_DEFAULT["rho_end"])
-    return penalty_options(SLR_DEFAULT["options"], rho0, rho_end, task, epochs)
+    options = {k: v for k, v in SLR_DEFAULT["options"].items() if k != "probe_holdout"}
+    return penalty_options(options, rho0, rho_end, task, epochs)
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train (or not) one method/config from the seed's dense model; the final and per-epoch metrics."""
     torch.set_num_threads(1)
     seed, ratio, epochs, method, config = job["seed"], job["ratio"], job["epochs"], job["method"], job["config"]
-    task = StudyTask(job["model"], job["val_fraction"], job["batch_size"], seed)
+    holdout = SLR_DEFAULT["options"].get("probe_holdout", 0) if method in ("slr", "slr_default") else 0
+    task = StudyTask(job["model"], job["val_fraction"], job["batch_size"], seed, probe_holdout=holdout)
     model = task.build_model()
     model.load_state_dict(torch.load(job["dense"], weights_only=True))
     spec = PruneSpec.uniform(ratio)

@@ -89,13 +89,17 @@ class Task(ABC):
     def probe_loader(self) -> DataLoader:
         return self.val_loader()
 
+    def calibration_loader(self) -> DataLoader:
+        """Where BatchNorm recalibration draws its batches from (the probe data unless overridden)."""
+        return self.probe_loader()
+
     def calibration_batches(self, n: int, seed: int = 0) -> Iterator[Any]:
         """n training batches in a seeded random order, for BatchNorm recalibration (bn.py).
 
         Shuffled, so a class-sorted dataset still gives every class; drawn lazily under their
         own seed, so every call (and every rank) sees the same images.
         """
-        base = self.probe_loader()
+        base = self.calibration_loader()
         loader = DataLoader(base.dataset, base.batch_size, shuffle=True, num_workers=base.num_workers,
                             collate_fn=base.collate_fn, generator=torch.Generator().manual_seed(seed))
         with torch.random.fork_rng(devices=[]):

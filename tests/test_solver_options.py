@@ -184,3 +184,39 @@ def test_warm_start_sets_the_first_multiplier_to_rho_times_the_residual():
         for lam, w, z in zip(solver.Lam, W, Z, strict=True):
             torch.testing.assert_close(lam, 0.4 * (w - z))
     assert record["cond1"]
+
+
+def test_backtracking_undoes_the_last_multiplier_update_on_a_failed_condition():
+    import itertools
+
+    import torch
+
+    from slr_prune import SLR, PruneSpec
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 6), torch.nn.Linear(6, 2))
+    counter = itertools.count()
+    solver = SLR(model, PruneSpec.uniform(0.5), backtrack=0.5)
+    solver.step(lambda: 10.0 - next(counter))  # k = 1: the conditions hold by definition
+    lam, s = [t.clone() for t in solver.Lam_prev], solver.s_prev
+    with torch.no_grad():
+        model[2].weight.add_(0.1)  # move W so that a multiplier update changes Λ
+    record = solver.step(lambda: 10.0 - next(counter))  # current loss above the previous iterate's: cond1 fails
+    assert not record["cond1"] and solver.backtracks >= 1
+    if not record["cond2"]:
+        assert all(torch.equal(a, b) for a, b in zip(solver.Lam, lam, strict=True))
+    assert solver.s <= s * 0.5 + 1e-12
+    with pytest.raises(ValueError, match="backtrack must be 0"):
+        SLR(model, PruneSpec.uniform(0.5), backtrack=1.5)
+
+
+def test_a_held_out_probe_set_is_not_trained_on():
+    from slr_prune.adapters import ClassificationTask
+
+    full = ClassificationTask("digits_cnn", "digits")
+    task = ClassificationTask("digits_cnn", "digits", probe_holdout=128)
+    assert len(task.train_set) == len(full.train_set) - 128 and len(task.probe_set) == 128
+    train_ids = set(task.train_set.indices)
+    assert not train_ids & set(task.probe_set.indices)
+    assert sum(len(b[1]) for b in task.probe_batches(4)) == 128  # the probe batches are the held-out ones
+    assert task.record()["probe_holdout"] == 128

@@ -25,13 +25,15 @@ class ClassificationTask(DatasetTask):
 
     `augment` (imagefolder only; slr_prune.data.AUGMENTS) picks the training augmentation, by
     default "imagenet" from 128 px up and "light" below; the model's input channels are the data's.
+    `probe_holdout` > 0 holds that many training examples out of the training batches as SLR's
+    probe set (see `DatasetTask.hold_out_probe`).
     """
 
     metric = "accuracy"
 
     def __init__(self, model: str = "digits_cnn", dataset: str = "digits", data: str | Path | None = None,
                  batch_size: int = 64, eval_batch_size: int = 256, image_size: int | None = None,
-                 workers: int = 0, seed: int = 0, augment: Augment | None = None):
+                 workers: int = 0, seed: int = 0, augment: Augment | None = None, probe_holdout: int = 0):
         for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
                                  ("workers", workers, 0), ("image_size", 1 if image_size is None else image_size, 1)):
             if not (isinstance(value, int) and value >= low):
@@ -43,10 +45,13 @@ class ClassificationTask(DatasetTask):
         self.workers, self.seed = workers, seed
         self.name = f"{model}-{dataset}"
         create_model(model, 2, 8)  # fail now, with the list of names, if the model is unknown
+        self.probe_holdout = probe_holdout
+        if probe_holdout:
+            self.hold_out_probe(probe_holdout, seed)
 
     def record(self) -> dict[str, Any]:
         return {"model": self.model_name, "dataset": self.dataset_name, "image_size": self.info["image_size"],
-                "augment": self.info.get("augment")}
+                "augment": self.info.get("augment"), "probe_holdout": self.probe_holdout}
 
     def build_model(self) -> nn.Module:
         return create_model(self.model_name, self.info["num_classes"], self.info["image_size"],

@@ -59,6 +59,8 @@ class SLR(PenaltySolver):
         "step_scale": "s is an absolute dual step, or counts in units of ρ",
         "s_max": "cap on the step size s",
         "warm_start": "the first multiplier is ρ(W − Z), ADMM's first step",
+        "backtrack": "on a failed surrogate condition, undo the last multiplier update and scale s by this "
+                     "factor in (0, 1) (0: off)",
     }
 
     def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, rho: float = 0.1,
@@ -66,13 +68,15 @@ class SLR(PenaltySolver):
                  s_max: float | None = None,
                  rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
                  rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
-                 updates_per_epoch: int = 4, warm_start: bool = False):
+                 updates_per_epoch: int = 4, warm_start: bool = False, backtrack: float = 0.0):
         if not M > 1:
             raise ValueError(f"M must be > 1, got {M!r}")
         if not 0 < r < 1:
             raise ValueError(f"r must lie in (0, 1), got {r!r}")
         if not s0 > 0:
             raise ValueError(f"s0 must be positive, got {s0!r}")
+        if not (backtrack == 0 or 0 < backtrack < 1):
+            raise ValueError(f"backtrack must be 0 (off) or a factor in (0, 1), got {backtrack!r}")
         if step_scale not in STEP_SCALES:
             raise ValueError(f"step_scale must be one of {', '.join(STEP_SCALES)}, got {step_scale!r}")
         super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max, rho_end=rho_end,
@@ -89,12 +93,17 @@ class SLR(PenaltySolver):
         self.W_prev = [p.detach().clone() for p in self.params]
         self.Z_prev = [z.clone() for z in self.Z]
         self.g_last = self.residual(self.W_prev, self.Z_prev)
+        self.backtrack = float(backtrack)
+        self.Lam_prev = [t.clone() for t in self.Lam] if self.backtrack else []
+        self.s_prev, self.g_prev, self.backtracks = self.s, self.g_last, 0
 
     def _tensor_state(self) -> dict[str, list[torch.Tensor]]:
-        return {**super()._tensor_state(), "W_prev": self.W_prev, "Z_prev": self.Z_prev}
+        extra = {"Lam_prev": self.Lam_prev} if self.backtrack else {}
+        return {**super()._tensor_state(), "W_prev": self.W_prev, "Z_prev": self.Z_prev, **extra}
 
     def _scalar_state(self) -> dict[str, Any]:
-        return {**super()._scalar_state(), "s": self.s, "k": self.k, "g_last": self.g_last}
+        return {**super()._scalar_state(), "s": self.s, "k": self.k, "g_last": self.g_last, "s_prev": self.s_prev,
+                "g_prev": self.g_prev, "backtracks": self.backtracks}
 
     def _check_scalar(self, name: str, value: Any, current: Any) -> None:
         super()._check_scalar(name, value, current)
@@ -121,6 +130,24 @@ class SLR(PenaltySolver):
                 self.s = min(self.s, self.s_max)
             self.g_last = residual
 
+    def _remember(self) -> None:
+        """Before a multiplier update: what backtracking restores (Λ, s) if a later condition fails."""
+        if self.backtrack:
+            torch._foreach_copy_(self.Lam_prev, self.Lam)
+            self.s_prev, self.g_prev = self.s, self.g_last
+
+    def _undo(self) -> None:
+        """A failed condition with `backtrack`: Λ, s and the residual back to before the last update
+        (once per failure), s scaled down by the factor, k one back."""
+        if not self.backtrack or self.k <= 1:
+            return
+        torch._foreach_copy_(self.Lam, self.Lam_prev)
+        self.s, self.g_last = self.s_prev * self.backtrack, self.g_prev
+        self.s_prev = self.s
+        self.k -= 1
+        self.backtracks += 1
+        self._refresh()
+
     @torch.no_grad()
     def step(self, closure: Closure) -> dict[str, Any]:
         """One SLR iteration; `closure()` returns the loss on fixed probe batches (see probe.py)."""
@@ -134,21 +161,27 @@ class SLR(PenaltySolver):
         L_old = f_old + self.penalty(self.W_prev, self.Z)
         cond1 = L_new < L_old or self.k == 1
         if cond1:
+            self._remember()
             self._update_step_size(self.residual(W, self.Z))
             # warm start: the first multiplier is ρ(W − Z), ADMM's, scaled to the current residual
             step = self.rho if self.warm_start and self.k == 1 else self.dual_step()
             torch._foreach_add_(self.Lam, torch._foreach_sub(W, self.Z), alpha=step)
             self.k += 1
+        else:
+            self._undo()
 
         shift = torch._foreach_div(self.Lam, self.rho)
         Z_new = self.project(W, shift)
         cond2 = self.penalty(W, Z_new) < self.penalty(W, self.Z)
         if cond2:
+            self._remember()
             self._update_step_size(self.residual(W, Z_new))
             torch._foreach_add_(self.Lam, torch._foreach_sub(W, Z_new), alpha=self.dual_step())
             self.k += 1
             torch._foreach_copy_(self.W_prev, W)
             torch._foreach_copy_(self.Z_prev, Z_new)
+        else:
+            self._undo()
         dual = self.dual_residual(self.Z, Z_new)
         torch._foreach_copy_(self.Z, Z_new)
 
