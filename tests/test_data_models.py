@@ -55,7 +55,8 @@ def test_grey_image_folders_give_one_channel_models(tmp_path):
     assert task.info["in_channels"] == 1 and task.train_set[0][0].shape == (1, 28, 28)
     x, _ = next(iter(task.train_loader()))
     assert task.build_model()(x).shape == (2, 3) and task.example_input().shape == (1, 1, 28, 28)
-    assert task.record() == {"model": "digits_cnn", "dataset": "imagefolder", "image_size": 28, "augment": "light"}
+    assert task.record() == {"model": "digits_cnn", "dataset": "imagefolder", "image_size": 28, "augment": "light",
+                             "probe_holdout": 0}
     again = ClassificationTask(**task.record(), data=tmp_path)
     assert again.info == task.info
 
