@@ -350,8 +350,11 @@ def _one_group_each(keep: Tensor, scores: Tensor, sizes: list[int]) -> Tensor:
     """A global budget's mask with at least one kept group per tensor, the total unchanged: an
     emptied tensor keeps its best group in place of the weakest kept group of a tensor that
     keeps more than one (ties to the lower index)."""
-    counts = [int(c) for c in torch.stack([part.sum() for part in keep.split(sizes)])]
-    if all(counts) or sum(counts) < len(sizes):
+    counts_t = torch.stack([part.sum() for part in keep.split(sizes)])
+    if not bool((counts_t == 0).any()):  # the common case: one device sync, no copy
+        return keep
+    counts = counts_t.tolist()
+    if sum(counts) < len(sizes):
         return keep
     keep = keep.clone()
     starts = [sum(sizes[:i]) for i in range(len(sizes))]

@@ -100,6 +100,8 @@ CLI_CASES = [
     (["structured", "--load", "{missing}"], "missing.yaml"),
     (["structured", "--flops-target", "0.5", "--latency-repeats", "0"], "repeats"),
     (["structured", "--ratios", "x"], "--ratios item 'x' is not glob=ratio"),
+    (["search", "--ratio", "0.9", "--M", "0.5"], "M must be > 1"),  # refused before the search starts
+    (["search", "--ratio", "0.9", "--search-epochs", "-1"], "search epochs must be a positive integer"),
     (["export", "--checkpoint", "{missing}"], "missing.yaml"),
     (["export", "--checkpoint", "{pruned}", "--format", "tflite"], "argument --format: invalid choice"),
     (["export", "--checkpoint", "{pruned}", "--batch", "0"], "--batch must be ≥ 1"),
@@ -147,7 +149,7 @@ def files(tmp_path_factory):
 @pytest.mark.parametrize(("argv", "message"), CLI_CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_bad_command_line_input(files, capsys, tmp_path, argv, message):
     argv = [a.format(**files) for a in argv]
-    if "--out" not in argv and argv[0] in ("train", "prune", "compare", "finetune", "structured", "export"):
+    if "--out" not in argv and argv[0] in ("train", "prune", "compare", "finetune", "structured", "search", "export"):
         argv += ["--out", str(tmp_path / "out")]
     try:
         code = main([*argv, "--no-progress"] if argv[0] not in ("describe", "evaluate", "export") else argv)

@@ -19,9 +19,10 @@ NAME = "export"
 HELP = ("export a pruned checkpoint (prune/compare/finetune, or structured) as ONNX, a plain state_dict or an "
         "ultralytics .pt, and check the exported model's outputs against the checkpoint's")
 
-Exporter = Callable[[Any, nn.Module, Path, Tensor], tuple[Path, float]]
+Exporter = Callable[[Any, nn.Module, Path, Tensor, Tensor], tuple[Path, float]]
 EXPORTERS: Registry[Exporter] = Registry("export format")
-"""Formats by name; an exporter writes the file and returns (path, largest |output difference|)."""
+"""Formats by name; exporter(task, model, path, x, reference) writes the file and returns (path,
+largest |difference| between the exported model's output on x and `reference`, the model's)."""
 
 
 def _outputs(model: nn.Module, x: Tensor) -> Tensor:
@@ -33,7 +34,7 @@ def _outputs(model: nn.Module, x: Tensor) -> Tensor:
 
 
 @EXPORTERS.register("onnx", help="ONNX graph (torch.onnx), checked with onnxruntime", suffix=".onnx")
-def _onnx(task: Any, model: nn.Module, path: Path, x: Tensor) -> tuple[Path, float]:
+def _onnx(task: Any, model: nn.Module, path: Path, x: Tensor, reference: Tensor) -> tuple[Path, float]:
     from ..export import export_onnx, onnx_max_difference
 
     export_onnx(model, path, x)
@@ -42,7 +43,7 @@ def _onnx(task: Any, model: nn.Module, path: Path, x: Tensor) -> tuple[Path, flo
 
 @EXPORTERS.register("state_dict", help="plain tensors (torch.load(weights_only=True)), reloaded into a fresh "
                                        "model of the task", suffix=".pt")
-def _state_dict(task: Any, model: nn.Module, path: Path, x: Tensor) -> tuple[Path, float]:
+def _state_dict(task: Any, model: nn.Module, path: Path, x: Tensor, reference: Tensor) -> tuple[Path, float]:
     from ..engine import save_atomic
     from ..export import plain_copy
 
@@ -50,18 +51,18 @@ def _state_dict(task: Any, model: nn.Module, path: Path, x: Tensor) -> tuple[Pat
     save_atomic({"model": clone.state_dict(), "task": task.record(), "task_name": task_name(task)}, path)
     fresh = _fresh_like(task, clone)
     fresh.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-    return path, _difference(_outputs(fresh.eval(), x), _outputs(model, x))
+    return path, _difference(_outputs(fresh.eval(), x), reference)
 
 
 @EXPORTERS.register("ultralytics", help="a .pt that ultralytics.YOLO(path) loads (detection models only)",
                     suffix=".pt")
-def _ultralytics(task: Any, model: nn.Module, path: Path, x: Tensor) -> tuple[Path, float]:
+def _ultralytics(task: Any, model: nn.Module, path: Path, x: Tensor, reference: Tensor) -> tuple[Path, float]:
     from ..export import export_ultralytics
     from ..models.yolo import load_detection_model
 
     export_ultralytics(model, path)
     loaded = load_detection_model(path).eval()  # through the safe loader, as a user would load it
-    return path, _difference(_outputs(loaded, x), _outputs(model, x))
+    return path, _difference(_outputs(loaded, x), reference)
 
 
 def _fresh_like(task: Any, model: nn.Module) -> nn.Module:
@@ -90,15 +91,16 @@ def run(args: argparse.Namespace) -> None:
     entry = EXPORTERS.get(args.format)
     if args.batch < 1:
         raise ValueError(f"--batch must be ≥ 1, got {args.batch}")
+    out = check_out(args.out)
     task, model, checkpoint = load_model(args)
     kind = "structured" if is_structured(checkpoint) else "unstructured"
     model = model.float().cpu().eval()
-    out = check_out(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     x = task.example_input(args.batch).float()
-    path, diff = entry.build(task, model, out / f"{args.name}{entry.suffix}", x)
-    scale = float(_outputs(model, x).abs().max()) or 1.0
+    reference = _outputs(model, x)
+    path, diff = entry.build(task, model, out / f"{args.name}{entry.suffix}", x, reference)
+    scale = float(reference.abs().max()) or 1.0
     ok = diff <= 1e-4 * scale
     zeros = sum(int((p == 0).sum()) for p in model.parameters() if p.dim() > 1)
     total = sum(p.numel() for p in model.parameters() if p.dim() > 1)

@@ -86,7 +86,7 @@ def entry_options(args: argparse.Namespace, entry: Entry) -> dict[str, Any]:
     given = {}
     for f in dataclasses.fields(entry.options):
         value = getattr(args, _dest(f), None) if f.metadata.get("help") else None
-        if value is not None and not (value is False and f.default is False):
+        if value is not None:  # flags default to None: only what the user gave
             given[f.name] = value
     run_defaults = getattr(entry.builder, "run_defaults", None)
     return run_defaults(given) if run_defaults is not None else given

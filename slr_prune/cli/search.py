@@ -9,6 +9,7 @@ from ..solvers import SOLVERS
 from .common import (
     bn_args,
     check_out,
+    check_solver_options,
     make_spec,
     make_task,
     run_folder_args,
@@ -57,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..engine.distributed import is_main
-    from ..search import SearchConfig, plot_genotype, search_prune
+    from ..search import OPS, SearchConfig, search_prune
 
     out = check_out(args.out)
     config = SearchConfig(epochs=args.search_epochs, channels=args.channels, layers=args.layers, steps=args.steps,
@@ -65,8 +66,6 @@ def run(args: argparse.Namespace) -> None:
                           arch_lr=args.arch_lr, penalty=args.penalty, prune_all=args.prune_all,
                           batch_size=args.batch_size, seed=args.seed, device=args.device,
                           progress=not args.no_progress)
-    from ..search.space import OPS
-
     for name in config.ops:
         OPS.get(name)  # unknown operation names fail before the search
     task = make_task(args)
@@ -74,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f"--task {args.task}: the search needs a classification task (a map-style dataset)")
     spec = make_spec(args, task)
     options = solver_options(args, args.method)
-    SOLVERS.get(args.method).check_options(options)
+    check_solver_options(args.method, options)  # before the search: the derived network does not exist yet
     result = search_prune(task, spec, args.method, search_config=config, train=train_config(args, prefix="train_"),
                           prune_train=train_config(args), finetune=train_config(args, prefix="finetune_",
                                                                                  schedule="constant"),
@@ -93,6 +92,5 @@ def run(args: argparse.Namespace) -> None:
           f"{result.costs['pruned']['sparse_macs']:,} sparse MACs")
     report = write_run_files(out, args, result.to_dict(), task=task.record(), spec=spec.to_dict(),
                              search=config.fingerprint())
-    png = plot_genotype(result.search.genotype, out / "cells.png")
-    print(f"run folder: {out}\n  genotype: {out / 'genotype.json'}\n  cells: {png}\n  pruned model: "
+    print(f"run folder: {out}\n  genotype: {out / 'genotype.json'}\n  cells: {out / 'cells.png'}\n  pruned model: "
           f"{out / 'prune' / 'pruned.pt'}\n  report: {report}", file=sys.stdout)

@@ -139,15 +139,16 @@ def run(args: argparse.Namespace) -> None:
         batch_size=args.latency_batch, device=str(args.latency_device or device), dtype=args.latency_dtype,
         repeats=args.latency_repeats)
     finetune = train_config(args, prefix="finetune_", schedule="constant")
+    options = _criterion_options(args)
     result = structured_prune(
-        model, task, criterion=args.criterion, criterion_options=_criterion_options(args),
+        model, task, criterion=args.criterion, criterion_options=options,
         flops_target=args.flops_target, params_target=args.params_target, ratios=ratios,
         allocation=args.allocation, round_to=args.round_to, min_keep=args.min_keep, ignored_layers=args.ignore,
         calibration_batches=args.calibration_batches, finetune=finetune, device=device, latency=latency,
         out_dir=args.out)
     _print_report(result)
     write_run_files(args.out, args, result.to_dict(), task=task.record(), source_checkpoint=args.checkpoint,
-                    criterion_options={k: v for k, v in _criterion_options(args).items()
+                    criterion_options={k: v for k, v in options.items()
                                        if k not in CRITERIA.get(args.criterion).workflow})
     print(f"run folder: {args.out}\n  pruned model: {Path(args.out) / 'pruned.pt'} "
           f"(slr_prune.structured.load_pruned, or slr-prune export)\n  report: {Path(args.out) / 'report.json'}")

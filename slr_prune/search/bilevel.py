@@ -105,7 +105,8 @@ def search(task: Task, sparsity: ConstraintSet, config: SearchConfig | None = No
     net = SearchNetwork(sparsity, config.channels, config.layers, config.steps,
                         num_classes=task_classes(task), in_channels=x0.shape[1], ops=config.ops,
                         prune_all=config.prune_all).to(device)
-    w_opt = torch.optim.SGD(net.weights(), lr=config.lr, momentum=config.momentum,
+    weights = net.weights()
+    w_opt = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum,
                             weight_decay=config.weight_decay)
     a_opt = torch.optim.Adam(net.alphas(), lr=config.arch_lr, betas=(0.5, 0.999),
                              weight_decay=config.arch_weight_decay)
@@ -144,7 +145,7 @@ def search(task: Task, sparsity: ConstraintSet, config: SearchConfig | None = No
             loss = F.cross_entropy(net(xt), yt)
             reg = sum(m.penalty() for m in penalized) if penalized and config.penalty else 0.0
             (loss + config.penalty * reg).backward()
-            nn.utils.clip_grad_norm_(net.weights(), 5.0)
+            nn.utils.clip_grad_norm_(weights, 5.0)
             for a in net.alphas():
                 a.grad = None  # α moves only on the validation half
             w_opt.step()
