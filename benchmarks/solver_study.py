@@ -43,8 +43,13 @@ from slr_prune.engine import TrainConfig, Trainer, prune
 from slr_prune.evaluate import BN_BATCHES
 
 PRUNE_LR = 0.01
-RHO_GRID = [(0.03, 30.0), (0.1, 10.0), (0.1, 30.0), (0.1, 100.0)]  # (ρ at the start, ρ at the end)
-GMP_GRID = [(lr, end) for lr in (0.01, 0.03) for end in (0.3, 0.5)]  # (lr, share of the budget the ramp takes)
+# (ρ at the start, ρ at the end) and (lr, share of the budget the ramp takes).  "full" is the first
+# study's 4-point grids; "wide" adds the 2 points past each grid's edge that the first study chose
+# (ρ_end 10 by ADMM, 100 by SLR; lr 0.03 by gradual magnitude), 6 configurations per method.
+RHO_GRIDS = {"full": [(0.03, 30.0), (0.1, 10.0), (0.1, 30.0), (0.1, 100.0)]}
+RHO_GRIDS["wide"] = RHO_GRIDS["full"] + [(0.1, 3.0), (0.1, 300.0)]
+GMP_GRIDS = {"full": [(lr, end) for lr in (0.01, 0.03) for end in (0.3, 0.5)]}
+GMP_GRIDS["wide"] = GMP_GRIDS["full"] + [(0.1, 0.3), (0.1, 0.5)]
 
 DEFAULT_RHO, DEFAULT_RHO_END = 0.1, 30.0  # the CLI's and the demo's ρ schedule
 GMP_DEFAULT = (0.01, 0.5)  # gradual magnitude without tuning: the prune lr, ramp over half the budget
@@ -86,10 +91,10 @@ def configs(method: str, grid: str = "full") -> list[dict[str, Any]]:
     """The tuning grid of `method` (the same number of configurations for every trained method);
     grid "default" is each method's one default configuration (no tuning)."""
     if method in ("admm", "slr"):
-        points = [(DEFAULT_RHO, DEFAULT_RHO_END)] if grid == "default" else RHO_GRID
+        points = [(DEFAULT_RHO, DEFAULT_RHO_END)] if grid == "default" else RHO_GRIDS[grid]
         return [{"rho0": a, "rho_end": b} for a, b in points]
     if method == "gmp":
-        return [{"lr": a, "ramp": b} for a, b in ([GMP_DEFAULT] if grid == "default" else GMP_GRID)]
+        return [{"lr": a, "ramp": b} for a, b in ([GMP_DEFAULT] if grid == "default" else GMP_GRIDS[grid])]
     if method == "slr_default":
         return [{}]
     if method == "zero":
@@ -149,10 +154,26 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             "curve": curve, "seconds": time.perf_counter() - start}
 
 
+def run_key(run: dict[str, Any]) -> tuple:
+    """What identifies a run (a job or its result row)."""
+    return run["seed"], run["ratio"], run["epochs"], run["method"], json.dumps(run["config"], sort_keys=True)
+
+
+def grid_twin(job: dict[str, Any]) -> tuple | None:
+    """The key of the tuned-grid SLR run that computes exactly what this `slr_default` job does
+    (the default ρ schedule is a grid point), so it runs once and is reported in both rows."""
+    if job["method"] != "slr_default":
+        return None
+    config = {"rho0": SLR_DEFAULT["rho0"], "rho_end": SLR_DEFAULT["rho_end"], **job["config"]}
+    return run_key({**job, "method": "slr", "config": config})
+
+
 # ---- dense models ------------------------------------------------------------------------------------
 def dense_checkpoint(args, seed: int) -> Path:
     path = Path(args.out) / "dense" / f"{args.model}_seed{seed}.pt"
     if not path.is_file():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the workers: the same dense model whatever the machine's thread count
         torch.manual_seed(seed)
         task = StudyTask(args.model, args.val_fraction, args.batch_size, seed)
         model = task.build_model()
@@ -161,6 +182,7 @@ def dense_checkpoint(args, seed: int) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path)
         (path.with_suffix(".json")).write_text(json.dumps(task.evaluate(model, torch.device("cpu"))))
+        torch.set_num_threads(threads)
     return path
 
 
@@ -320,8 +342,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES)
-    p.add_argument("--grid", default="full", choices=["full", "default"],
-                   help="full: tune every method on its grid; default: each method's default configuration only")
+    p.add_argument("--grid", default="full", choices=["full", "wide", "default"],
+                   help="full: tune every method on its 4-point grid; wide: on its 6-point grid; "
+                        "default: each method's default configuration only")
     p.add_argument("--slr", default=None, help="JSON of SLR options to study instead of the default")
     p.add_argument("--admm", default=None, help="JSON of extra ADMM options (e.g. the same ramp as SLR)")
     p.add_argument("--jobs", type=int, default=2)
@@ -351,10 +374,12 @@ def main() -> None:
                              "bn_batches": args.bn_batches, "dense": str(dense_paths[seed]), "slr": SLR_DEFAULT})
     done_file = out / "results.jsonl"
     rows = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.is_file() else []
-    done = {(r["seed"], r["ratio"], r["epochs"], r["method"], json.dumps(r["config"], sort_keys=True)) for r in rows}
-    todo = [j for j in jobs if (j["seed"], j["ratio"], j["epochs"], j["method"],
-                                json.dumps(j["config"], sort_keys=True)) not in done]
-    print(f"{len(jobs)} runs, {len(todo)} to do, {args.jobs} processes", file=sys.stderr)
+    done = {run_key(r) for r in rows}
+    keys = {run_key(j) for j in jobs}
+    twins = {run_key(j): twin for j in jobs if (twin := grid_twin(j)) in keys}
+    todo = [j for j in jobs if run_key(j) not in done and run_key(j) not in twins]
+    print(f"{len(jobs)} runs, {len(todo)} to do, {len(twins)} shared with a grid run, {args.jobs} processes",
+          file=sys.stderr)
     from tqdm import tqdm
 
     with mp.get_context("spawn").Pool(args.jobs, initializer=_init_worker) as pool, done_file.open("a") as f:
@@ -362,10 +387,11 @@ def main() -> None:
             f.write(json.dumps(row) + "\n")
             f.flush()
             rows.append(row)
-    wanted = {(j["seed"], j["ratio"], j["epochs"], j["method"], json.dumps(j["config"], sort_keys=True))
-              for j in jobs}
-    rows = [r for r in rows if (r["seed"], r["ratio"], r["epochs"], r["method"],
-                                json.dumps(r["config"], sort_keys=True)) in wanted]
+    by_key = {run_key(r): r for r in rows}
+    for job in jobs:  # the untuned default's rows that are the same computation as a grid run
+        if run_key(job) not in by_key and run_key(job) in twins:
+            by_key[run_key(job)] = {**by_key[twins[run_key(job)]], "method": job["method"], "config": job["config"]}
+    rows = [by_key[run_key(j)] for j in jobs if run_key(j) in by_key]
     summary = analyse(rows, args, dense)
     env = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}",
            "torch": torch.__version__, "python": platform.python_version(),
