@@ -41,6 +41,7 @@ from slr_prune import PruneSpec
 from slr_prune.adapters import ClassificationTask
 from slr_prune.engine import TrainConfig, Trainer, prune
 from slr_prune.evaluate import BN_BATCHES
+from slr_prune.solvers import SOLVERS
 
 PRUNE_LR = 0.01
 # (ρ at the start, ρ at the end) and (lr, share of the budget the ramp takes).  "full" is the first
@@ -51,7 +52,7 @@ RHO_GRIDS["wide"] = RHO_GRIDS["full"] + [(0.1, 3.0), (0.1, 300.0)]
 GMP_GRIDS = {"full": [(lr, end) for lr in (0.01, 0.03) for end in (0.3, 0.5)]}
 GMP_GRIDS["wide"] = GMP_GRIDS["full"] + [(0.1, 0.3), (0.1, 0.5)]
 
-DEFAULT_RHO, DEFAULT_RHO_END = 0.1, 30.0  # the CLI's and the demo's ρ schedule
+DEFAULT_RHO = 0.1  # where the CLI's and the demo's ρ schedule starts; each solver's `run_rho_end` ends it
 GMP_DEFAULT = (0.01, 0.5)  # gradual magnitude without tuning: the prune lr, ramp over half the budget
 SLR_DEFAULT: dict[str, Any] = {}  # filled from slr_prune's SLR defaults plus the study's ρ schedule
 
@@ -91,12 +92,12 @@ def configs(method: str, grid: str = "full") -> list[dict[str, Any]]:
     """The tuning grid of `method` (the same number of configurations for every trained method);
     grid "default" is each method's one default configuration (no tuning)."""
     if method in ("admm", "slr"):
-        points = [(DEFAULT_RHO, DEFAULT_RHO_END)] if grid == "default" else RHO_GRIDS[grid]
+        points = [(DEFAULT_RHO, SOLVERS[method].builder.run_rho_end)] if grid == "default" else RHO_GRIDS[grid]
         return [{"rho0": a, "rho_end": b} for a, b in points]
     if method == "gmp":
         return [{"lr": a, "ramp": b} for a, b in ([GMP_DEFAULT] if grid == "default" else GMP_GRIDS[grid])]
     if method == "slr_default":
-        return [{}]
+        return [{"rho0": SLR_DEFAULT["rho0"], "rho_end": SLR_DEFAULT["rho_end"]}]
     if method == "zero":
         return [{}]
     raise ValueError(f"unknown method {method!r}")
@@ -164,8 +165,7 @@ def grid_twin(job: dict[str, Any]) -> tuple | None:
     (the default ρ schedule is a grid point), so it runs once and is reported in both rows."""
     if job["method"] != "slr_default":
         return None
-    config = {"rho0": SLR_DEFAULT["rho0"], "rho_end": SLR_DEFAULT["rho_end"], **job["config"]}
-    return run_key({**job, "method": "slr", "config": config})
+    return run_key({**job, "method": "slr"})
 
 
 # ---- dense models ------------------------------------------------------------------------------------
@@ -346,6 +346,8 @@ def main() -> None:
                    help="full: tune every method on its 4-point grid; wide: on its 6-point grid; "
                         "default: each method's default configuration only")
     p.add_argument("--slr", default=None, help="JSON of SLR options to study instead of the default")
+    p.add_argument("--slr-rho-end", type=float, default=SOLVERS["slr"].builder.run_rho_end,
+                   help="where the untuned SLR default's ρ schedule ends (default: the library's)")
     p.add_argument("--admm", default=None, help="JSON of extra ADMM options (e.g. the same ramp as SLR)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="runs/solver_study")
@@ -353,11 +355,11 @@ def main() -> None:
     args.ratios = [float(r) for r in args.ratios.split(",")]
     args.budgets = [int(b) for b in args.budgets.split(",")]
     args.methods = [m for m in args.methods.split(",") if m]
+    set_slr_default(args.slr, args.slr_rho_end)
     for m in args.methods:
         configs(m)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    set_slr_default(args.slr)
     start = time.perf_counter()
     dense_paths = {s: dense_checkpoint(args, s) for s in range(args.seeds)}
     dense = {s: json.loads(p.with_suffix(".json").read_text())["accuracy"] for s, p in dense_paths.items()}
@@ -415,10 +417,10 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def set_slr_default(override: str | None) -> None:
+def set_slr_default(override: str | None, rho_end: float) -> None:
     """SLR's library defaults (the study's candidate) and the ρ schedule used untuned."""
     SLR_DEFAULT.clear()
-    SLR_DEFAULT.update({"rho0": DEFAULT_RHO, "rho_end": DEFAULT_RHO_END,
+    SLR_DEFAULT.update({"rho0": DEFAULT_RHO, "rho_end": rho_end,
                         "options": json.loads(override) if override else {}})
 
 

@@ -220,3 +220,16 @@ def test_a_held_out_probe_set_is_not_trained_on():
     assert not train_ids & set(task.probe_set.indices)
     assert sum(len(b[1]) for b in task.probe_batches(4)) == 128  # the probe batches are the held-out ones
     assert task.record()["probe_holdout"] == 128
+
+
+def test_each_penalty_solver_ships_its_own_run_schedule(capsys):
+    """The command line's ρ schedule is per solver (the solver study's validation winners) and its
+    help shows each one; a schedule the user chose is left alone."""
+    from slr_prune.cli import build_parser
+
+    assert SLR.run_defaults({}) == {"rho_end": 100.0}
+    assert ADMM.run_defaults({"rho": 0.2}) == {"rho": 0.2, "rho_end": 10.0}
+    assert SLR.run_defaults({"rho_growth": 1.5}) == {"rho_growth": 1.5}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["prune", "--help"])
+    assert "default: admm 10.0, slr 100.0" in " ".join(capsys.readouterr().out.split())

@@ -55,6 +55,12 @@ def _dest(f: dataclasses.Field) -> str:
     return f.metadata["flag"].replace("-", "_")
 
 
+def _shown_default(entry: Entry, f: dataclasses.Field) -> Any:
+    """The value a run gets when the flag is not given: the entry's run default, else the field's."""
+    run_defaults = getattr(entry.builder, "run_defaults", None)
+    return run_defaults({}).get(f.name, f.default) if run_defaults is not None else f.default
+
+
 def add_entry_options(group: argparse._ArgumentGroup, entries: Iterable[Entry], what: str) -> None:
     """Add the options of `entries` to `group`, each flag once, saying which entries use it."""
     by_flag: dict[str, list[tuple[Entry, dataclasses.Field]]] = {}
@@ -65,7 +71,7 @@ def add_entry_options(group: argparse._ArgumentGroup, entries: Iterable[Entry], 
     for flag, users in by_flag.items():
         entry, f = users[0]
         tp = _base_type(f.type)
-        defaults = {e.name: g.default for e, g in users}
+        defaults = {e.name: _shown_default(e, g) for e, g in users}
         shown = (f"{next(iter(defaults.values()))}" if len(set(map(repr, defaults.values()))) == 1
                  else ", ".join(f"{n} {v}" for n, v in defaults.items()))
         names = ", ".join(e.name for e, _ in users)

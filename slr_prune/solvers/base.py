@@ -31,7 +31,8 @@ epochs with its default options), `penalty` (adds ρ-terms: the ρ options apply
 register_solver = SOLVERS.register
 
 RHO_END = 30.0
-"""Where the CLI's and the demo's ρ schedule ends (ρ 0.1 → 30 over the run; benchmarks/solver_study.py)."""
+"""Where ρ's run schedule ends for a penalty solver that sets no `run_rho_end` of its own (SLR and
+ADMM set theirs from benchmarks/solver_study.py)."""
 
 
 class Solver:
@@ -227,14 +228,17 @@ class PenaltySolver(Solver):
         self.Lam: list[Tensor] = [torch.zeros_like(t) for t in self.Z]
         self._refresh()
 
+    run_rho_end: float = RHO_END
+    """Where ρ's shipped run schedule ends (see `run_defaults`)."""
+
     @classmethod
     def run_defaults(cls, given: Mapping[str, Any]) -> dict[str, Any]:
-        """`given` options plus the shipped schedule for a new run: ρ grows from `rho` to RHO_END
-        over the run unless the user chose a schedule (the command line and the demo use this;
-        the constructor's own default keeps ρ fixed, the authors' setting)."""
+        """`given` options plus the shipped schedule for a new run: ρ grows from `rho` to
+        `run_rho_end` over the run unless the user chose a schedule (the command line and the demo
+        use this; the constructor's own default keeps ρ fixed, the authors' setting)."""
         out = dict(given)
         if not {"rho_end", "rho_growth", "rho_max"} & set(out):
-            out["rho_end"] = RHO_END
+            out["rho_end"] = cls.run_rho_end
         return out
 
     def _check_scalar(self, name: str, value: Any, current: Any) -> None:
