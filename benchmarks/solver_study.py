@@ -117,9 +117,8 @@ def penalty_options(options: dict[str, Any], rho0: float, rho_end: float, task, 
 
 def slr_options(config: dict[str, Any], task, epochs: int) -> dict[str, Any]:
     """SLR's options for a run; `probe_holdout` in --slr is the task's, not the solver's."""
-    rho0, rho_end = config.get("rho0", SLR_DEFAULT["rho0"]), config.get("rho_end", SLR_DEFAULT["rho_end"])
     options = {k: v for k, v in SLR_DEFAULT["options"].items() if k != "probe_holdout"}
-    return penalty_options(options, rho0, rho_end, task, epochs)
+    return penalty_options(options, config["rho0"], config["rho_end"], task, epochs)
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -390,9 +389,8 @@ def main() -> None:
             f.flush()
             rows.append(row)
     by_key = {run_key(r): r for r in rows}
-    for job in jobs:  # the untuned default's rows that are the same computation as a grid run
-        if run_key(job) not in by_key and run_key(job) in twins:
-            by_key[run_key(job)] = {**by_key[twins[run_key(job)]], "method": job["method"], "config": job["config"]}
+    for key, twin in twins.items():  # the untuned default's rows: the same computation as a grid run
+        by_key.setdefault(key, {**by_key[twin], "method": key[3], "config": json.loads(key[4])})
     rows = [by_key[run_key(j)] for j in jobs if run_key(j) in by_key]
     summary = analyse(rows, args, dense)
     env = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}",

@@ -30,10 +30,6 @@ SOLVERS: Registry[Solver] = Registry("solver", defaults={"trains": True, "penalt
 epochs with its default options), `penalty` (adds ρ-terms: the ρ options apply)."""
 register_solver = SOLVERS.register
 
-RHO_END = 30.0
-"""Where ρ's run schedule ends for a penalty solver that sets no `run_rho_end` of its own (SLR and
-ADMM set theirs from benchmarks/solver_study.py)."""
-
 
 class Solver:
     """Base of SLR, ADMM and Magnitude: holds the model's prunable tensors and their sets.
@@ -228,8 +224,9 @@ class PenaltySolver(Solver):
         self.Lam: list[Tensor] = [torch.zeros_like(t) for t in self.Z]
         self._refresh()
 
-    run_rho_end: float = RHO_END
-    """Where ρ's shipped run schedule ends (see `run_defaults`)."""
+    run_rho_end: float = 30.0
+    """Where ρ's shipped run schedule ends (see `run_defaults`); SLR and ADMM set theirs from
+    benchmarks/solver_study.py."""
 
     @classmethod
     def run_defaults(cls, given: Mapping[str, Any]) -> dict[str, Any]:
