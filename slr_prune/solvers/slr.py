@@ -42,9 +42,15 @@ from ..sets import ConstraintSet
 from ..spec import PruneSpec
 from .base import Closure, PenaltySolver, eval_closure, register_solver
 
-__all__ = ["SLR", "STEP_SCALES"]
+__all__ = ["SLR", "STEP_SCALES", "slr_alpha"]
 
 StepScale = Literal["absolute", "rho"]
+
+
+def slr_alpha(k: int, M: float, r: float) -> float:
+    """SLR's step-size contraction α_k = 1 − 1 / (M · k^(1 − 1/k^r))."""
+    return 1.0 - 1.0 / (M * k ** (1.0 - 1.0 / k**r))
+
 STEP_SCALES = get_args(StepScale)
 
 
@@ -113,8 +119,8 @@ class SLR(PenaltySolver):
             raise StateError(f"SLR state: {name} = {value!r} is out of range (s > 0, k ≥ 1)")
 
     def alpha(self, k: int) -> float:
-        """Step-size contraction α_k = 1 − 1 / (M · k^(1 − 1/k^r))."""
-        return 1.0 - 1.0 / (self.M * k ** (1.0 - 1.0 / k**self.r))
+        """Step-size contraction α_k (see `slr_alpha`)."""
+        return slr_alpha(k, self.M, self.r)
 
     def dual_step(self) -> float:
         """The multiplier step: s itself, or s·ρ with step_scale "rho" (s then counts in units of ρ)."""

@@ -1,0 +1,124 @@
+"""Calibration: the Gram matrix H = XᵀX of one layer's inputs, from the network as it is now.
+
+A layer's reconstruction error ‖X(W′ − W)ᵀ‖² depends on its inputs only through H.  `layer_gram`
+runs seeded calibration batches through the model (in eval mode, no gradients), captures the
+layer's input with a forward pre-hook, accumulates H in float64 and stops the forward pass right
+there, so a layer costs a forward pass up to itself.  Conv inputs are unfolded with the layer's
+stride, padding (any padding mode, 'same' included) and dilation; a grouped or depthwise conv gets
+one H per group.  Under torch.distributed each rank takes its share of the batches and the H are
+summed, so every rank solves the same problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import SpecError
+
+__all__ = ["layer_gram", "flat_weight", "check_layer", "LAYER_TYPES"]
+
+LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+"""Layers whose reconstruction problem is defined here (a Conv1d is a Conv2d of height 1)."""
+
+
+class _Captured(Exception):
+    """Raised by the hook once the layer's input is counted: the rest of the pass is not needed."""
+
+
+def check_layer(name: str, module: nn.Module) -> None:
+    """SpecError unless `module` is a layer the layer-wise problem covers."""
+    if not isinstance(module, LAYER_TYPES):
+        raise SpecError(f"{name}: layer-wise reconstruction covers Linear, Conv1d and Conv2d layers, not "
+                        f"{type(module).__name__}; exclude it or prune it with a training solver")
+
+
+def groups_of(module: nn.Module) -> int:
+    return module.groups if isinstance(module, nn.Conv1d | nn.Conv2d) else 1
+
+
+def flat_weight(module: nn.Module) -> Tensor:
+    """The weight as (groups, rows per group, d): the rows that share one H, group by group."""
+    w = module.weight.detach()
+    g = groups_of(module)
+    return w.reshape(g, w.shape[0] // g, -1)
+
+
+def _columns(module: nn.Module, x: Tensor) -> Tensor:
+    """The layer's input as (groups, N, d): every row one input vector of the GEMM the layer runs."""
+    if isinstance(module, nn.Linear):
+        return x.reshape(1, -1, x.shape[-1])
+    conv1d = isinstance(module, nn.Conv1d)
+    if conv1d:
+        x = x.unsqueeze(2)
+    kernel = (1, *module.kernel_size) if conv1d else module.kernel_size
+    stride = (1, *module.stride) if conv1d else module.stride
+    dilation = (1, *module.dilation) if conv1d else module.dilation
+    pad = _padding(module, kernel, dilation)
+    if any(pad):
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        x = F.pad(x, pad, mode=mode)
+    cols = F.unfold(x, kernel, dilation=dilation, stride=stride)  # (B, C·kh·kw, L), C-major
+    g = module.groups
+    b, d, n = cols.shape
+    return cols.view(b, g, d // g, n).permute(1, 0, 3, 2).reshape(g, b * n, d // g)
+
+
+def _padding(module: nn.Module, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, ...]:
+    """F.pad's (left, right, top, bottom) for the layer's padding, 'same' and 'valid' included."""
+    if isinstance(module.padding, str):
+        if module.padding == "valid":
+            return (0, 0, 0, 0)
+        total = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+        (th, tw) = total
+        return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+    ph, pw = (0, *module.padding) if isinstance(module, nn.Conv1d) else module.padding
+    return (pw, pw, ph, ph)
+
+
+@torch.no_grad()
+def layer_gram(model: nn.Module, module: nn.Module, batches: Iterable[Any],
+               forward: Callable[[nn.Module, Any], Any]) -> tuple[Tensor, int]:
+    """(H, n): H = Σ XᵀX over the calibration inputs of `module`, float64, shape (groups, d, d),
+    and n, the number of input vectors; `forward(model, batch)` runs the model on one batch."""
+    state: dict[str, Any] = {"H": None, "n": 0}
+
+    def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+        cols = _columns(mod, args[0].detach()).to(torch.float64)
+        gram = cols.transpose(1, 2) @ cols
+        state["H"] = gram if state["H"] is None else state["H"] + gram
+        state["n"] += cols.shape[1]
+        raise _Captured
+
+    was_training = model.training
+    model.eval()
+    handle = module.register_forward_pre_hook(hook)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    try:
+        for i, batch in enumerate(batches):
+            if i % world != rank:
+                continue
+            try:
+                forward(model, batch)
+            except _Captured:
+                continue
+    finally:
+        handle.remove()
+        model.train(was_training)
+    H, n = state["H"], state["n"]
+    if world > 1:
+        d, g = module.weight[0].numel(), groups_of(module)
+        H = torch.zeros(g, d, d, dtype=torch.float64, device=module.weight.device) if H is None else H
+        count = torch.tensor([float(n)], dtype=torch.float64, device=H.device)
+        dist.all_reduce(H)
+        dist.all_reduce(count)
+        n = int(count.item())
+    if H is None or n == 0:
+        raise ValueError("layer-wise calibration saw no input for this layer: give at least one calibration "
+                         "batch, and check that the task's forward pass reaches the layer")
+    return H, n

@@ -1,0 +1,237 @@
+"""Layer solvers: min f(W′) over W′ ∈ S for one layer (problem.py), registered in LAYER_SOLVERS.
+
+- `slr`: surrogate Lagrangian relaxation of the split W′ = Z, Z ∈ S.  The W-step is closed form
+  from one eigendecomposition H = Q diag(e) Qᵀ, so the iterates live in the eigenbasis
+  (V = W′Q): V = (2eV₀ − ΛQ + ρZQ) / (2e + ρ), two matrix products per iteration.  The Z-step is
+  the exact projection Z = Π_S(W′ + Λ/ρ).  Each multiplier update Λ ← Λ + sρ(W′ − Z) is taken
+  only when its surrogate optimality condition holds (the relaxed Lagrangian decreased), with
+  SLR's step rule s ← α_k s g_last / g (solvers/slr.py).
+- `admm`: the same splitting with ADMM's unguarded dual step Λ ← Λ + ρ(W′ − Z).
+- `obs`: SparseGPT-style optimal brain surgeon in column blocks: each pruned weight's error is
+  compensated on the columns not yet visited through the Cholesky factor of H⁻¹ (unstructured and
+  N:M only).
+- `magnitude`: the projection Π_S(W) alone.
+
+ρ rises geometrically from `rho` to `rho_end` over the iterations, so Z and W′ meet.  Every
+solver returns its weights and the support; the caller may re-fit the weights on that support.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import SpecError
+from ..registry import Registry
+from ..sets import NM, ConstraintSet, Unstructured
+from ..solvers.slr import slr_alpha
+from .problem import LayerProblem
+
+__all__ = ["LAYER_SOLVERS", "register_layer_solver", "LayerSolver", "check_form"]
+
+LAYER_SOLVERS: Registry[LayerSolver] = Registry("layer solver", defaults={"forms": None})
+"""Layer solvers by name; trait `forms`: the set classes a solver handles (None: every form)."""
+register_layer_solver = LAYER_SOLVERS.register
+
+
+def check_form(solver: str, name: str, s: ConstraintSet) -> None:
+    """SpecError when the layer solver `solver` cannot handle the set `s` of parameter `name`."""
+    forms = LAYER_SOLVERS[solver].forms
+    if forms is not None and not isinstance(s, forms):
+        valid = ", ".join(sorted(f.form for f in forms))
+        others = ", ".join(repr(n) for n in LAYER_SOLVERS.list(forms=None))
+        raise SpecError(f"{name}: layer solver {solver!r} handles the forms {valid}, not {s.form!r}; use "
+                        f"layer solver {others} for it")
+
+
+class LayerSolver:
+    """Solves one LayerProblem; `solve` returns (W′ as (groups, rows, d), its support, info)."""
+
+    def solve(self, problem: LayerProblem) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        raise NotImplementedError
+
+
+@register_layer_solver("magnitude", help="the exact projection of the weights, no update")
+class MagnitudeLayer(LayerSolver):
+
+    def solve(self, problem: LayerProblem) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        mask = problem.project_mask(problem.W)
+        return problem.W * mask, mask, {}
+
+
+class _Splitting(LayerSolver):
+    """The W′ = Z splitting of SLR and ADMM; subclasses give the multiplier rule."""
+
+    def __init__(self, *, iterations: int = 100, rho: float = 0.01, rho_end: float = 100.0):
+        if not (isinstance(iterations, int) and iterations >= 1):
+            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+        if not (isinstance(rho, int | float) and math.isfinite(rho) and rho > 0):
+            raise ValueError(f"rho must be a positive number, got {rho!r}")
+        if not (isinstance(rho_end, int | float) and math.isfinite(rho_end) and rho_end >= rho):
+            raise ValueError(f"rho_end must be a number ≥ rho ({rho}), got {rho_end!r}")
+        self.iterations, self.rho, self.rho_end = iterations, float(rho), float(rho_end)
+
+    def solve(self, problem: LayerProblem) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        e, Q = problem.eig()
+        e = e.unsqueeze(1)  # (groups, 1, d): scales the columns of V
+        V0e2 = 2 * e * (problem.W @ Q)
+        mask = problem.project_mask(problem.W)
+        Z = problem.W * mask
+        ZQ = Z @ Q
+        Lq = torch.zeros_like(ZQ)  # the multipliers Λ in the eigenbasis, ΛQ
+        growth = (self.rho_end / self.rho) ** (1.0 / max(1, self.iterations - 1))
+        self.begin(problem, ZQ)
+        rho = self.rho
+        V0 = problem.W @ Q
+        best = (float((e * (ZQ - V0) ** 2).sum()), Z, mask)
+        for _ in range(self.iterations):
+            V = (V0e2 - Lq + rho * ZQ) / (2 * e + rho)
+            Lq = self.before_z(V, ZQ, Lq, rho, e, problem)
+            X = (V + Lq / rho) @ Q.transpose(-1, -2)
+            mask = problem.project_mask(X)
+            Z = X * mask
+            ZQ_new = Z @ Q
+            Lq = self.after_z(V, ZQ, ZQ_new, Lq, rho)
+            ZQ = ZQ_new
+            rho *= growth
+            f = float((e * (ZQ - V0) ** 2).sum())
+            if f < best[0]:
+                best = (f, Z, mask)
+        return best[1], best[2], self.info()
+
+    def begin(self, problem: LayerProblem, ZQ: Tensor) -> None:
+        pass
+
+    def before_z(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float, e: Tensor, problem: LayerProblem) -> Tensor:
+        return Lq
+
+    def after_z(self, V: Tensor, ZQ: Tensor, ZQ_new: Tensor, Lq: Tensor, rho: float) -> Tensor:
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
+@register_layer_solver("admm", help="ADMM on the layer's quadratic (dual step ρ)")
+class ADMMLayer(_Splitting):
+
+    def after_z(self, V: Tensor, ZQ: Tensor, ZQ_new: Tensor, Lq: Tensor, rho: float) -> Tensor:
+        return Lq + rho * (V - ZQ_new)
+
+
+@register_layer_solver("slr", help="surrogate Lagrangian relaxation on the layer's quadratic")
+class SLRLayer(_Splitting):
+    """SLR: guarded multiplier updates with the step s (in units of ρ) following α_k g_last / g."""
+
+
+    def __init__(self, *, iterations: int = 100, rho: float = 0.01, rho_end: float = 100.0, M: float = 300.0,
+                 r: float = 0.1, s0: float = 1.0):
+        super().__init__(iterations=iterations, rho=rho, rho_end=rho_end)
+        if not M > 1:
+            raise ValueError(f"M must be > 1, got {M!r}")
+        if not 0 < r < 1:
+            raise ValueError(f"r must lie in (0, 1), got {r!r}")
+        if not s0 > 0:
+            raise ValueError(f"s0 must be positive, got {s0!r}")
+        self.M, self.r, self.s0 = float(M), float(r), float(s0)
+
+    def begin(self, problem: LayerProblem, ZQ: Tensor) -> None:
+        e, Q = problem.eig()
+        self.V0 = problem.W @ Q
+        self.e = e.unsqueeze(1)
+        self.V_prev = self.V0.clone()
+        self.s, self.k = self.s0, 1
+        self.g_last = float(torch.linalg.vector_norm(self.V0 - ZQ))
+        self.held = [0, 0]
+
+    def _lagrangian(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float) -> float:
+        diff = V - ZQ
+        f = (self.e * (V - self.V0) ** 2).sum()
+        return float(f + (Lq * diff).sum() + 0.5 * rho * (diff * diff).sum())
+
+    def _penalty(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float) -> float:
+        diff = V - ZQ
+        return float((Lq * diff).sum() + 0.5 * rho * (diff * diff).sum())
+
+    def _update(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float) -> Tensor:
+        g = float(torch.linalg.vector_norm(V - ZQ))
+        if self.g_last > 0 and g > 0:
+            self.s = slr_alpha(self.k, self.M, self.r) * self.s * self.g_last / g
+            self.g_last = g
+        self.k += 1
+        return Lq + self.s * (V - ZQ)
+
+    def before_z(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float, e: Tensor, problem: LayerProblem) -> Tensor:
+        # condition 1: the W-step lowered the relaxed Lagrangian at the current Z and Λ
+        if self.k == 1 or self._lagrangian(V, ZQ, Lq, rho) < self._lagrangian(self.V_prev, ZQ, Lq, rho):
+            self.held[0] += 1
+            return self._update(V, ZQ, Lq, rho)
+        return Lq
+
+    def after_z(self, V: Tensor, ZQ: Tensor, ZQ_new: Tensor, Lq: Tensor, rho: float) -> Tensor:
+        # condition 2: the Z-step lowered the penalty terms at the current W′ and Λ
+        if self._penalty(V, ZQ_new, Lq, rho) < self._penalty(V, ZQ, Lq, rho):
+            self.held[1] += 1
+            self.V_prev = V
+            return self._update(V, ZQ_new, Lq, rho)
+        return Lq
+
+    def info(self) -> dict[str, Any]:
+        return {"cond1_held": self.held[0], "cond2_held": self.held[1], "iterations": self.iterations}
+
+
+@register_layer_solver("obs", forms=(Unstructured, NM),
+                       help="SparseGPT-style optimal brain surgeon in column blocks (unstructured, N:M)")
+class OBSLayer(LayerSolver):
+    """Blocked OBS: columns in order, each pruned weight's error spread over the later columns."""
+
+
+    def __init__(self, *, block: int = 128):
+        if not (isinstance(block, int) and block >= 1):
+            raise ValueError(f"block must be a positive integer, got {block!r}")
+        self.block = block
+
+    def solve(self, problem: LayerProblem) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        s, shape = problem.sets, problem.shape
+        # N:M groups run along the input channels at each kernel position: visit columns so that
+        # every group of M is consecutive (position-major), then undo the order.
+        positions = math.prod(shape[2:]) if len(shape) > 2 else 1
+        d = problem.W.shape[-1]
+        order = torch.arange(d, device=problem.W.device).view(-1, positions).t().reshape(-1)
+        W = problem.W[..., order].clone()
+        H = problem.H[:, order][:, :, order]
+        U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+        prune = torch.zeros_like(W, dtype=torch.bool)
+        block = -(-self.block // s.m) * s.m if isinstance(s, NM) else self.block  # whole N:M groups
+        for i1 in range(0, d, block):
+            i2 = min(i1 + block, d)
+            W1, U1 = W[..., i1:i2].clone(), U[:, i1:i2, i1:i2]
+            diag = torch.diagonal(U1, dim1=-2, dim2=-1).unsqueeze(1)
+            err = torch.zeros_like(W1)
+            if isinstance(s, Unstructured):
+                score = (W1 ** 2 / diag ** 2).reshape(W1.shape[0], -1)
+                count = round(s.ratio * score.shape[-1])
+                if count:
+                    low = torch.topk(score, count, dim=-1, largest=False).indices
+                    chosen = torch.zeros_like(score, dtype=torch.bool).scatter_(-1, low, True)
+                    prune[..., i1:i2] = chosen.view(W1.shape)
+            for i in range(i2 - i1):
+                col = i1 + i
+                if isinstance(s, NM) and i % s.m == 0:
+                    score = W1[..., i:i + s.m] ** 2 / diag[..., i:i + s.m] ** 2
+                    low = torch.topk(score, s.m - s.n, dim=-1, largest=False).indices
+                    prune[..., col:col + s.m].scatter_(-1, low, True)
+                w = W1[..., i]
+                q = torch.where(prune[..., col], torch.zeros_like(w), w)
+                e1 = (w - q) / U1[:, i, i].unsqueeze(-1)
+                W1[..., i:] -= e1.unsqueeze(-1) * U1[:, i, i:].unsqueeze(1)
+                err[..., i] = e1
+            W[..., i1:i2] = W1
+            W[..., i2:] -= err @ U[:, i1:i2, i2:]
+        inverse = torch.argsort(order)
+        W = W[..., inverse]
+        mask = problem.project_mask(W)
+        return W * mask, mask, {}
