@@ -1,7 +1,8 @@
 """`prune()`: the whole workflow in one call, the verb the CLI wraps.
 
 dense metric → solver training (SLR / ADMM / gradual magnitude) with the hard-prune metric after
-every epoch → hard prune (exact target sparsity) → metric without retraining, with the dense
+every epoch → hard prune (exact target sparsity: the projection, or with `reconstruct` the
+layer-wise reconstruction, reported beside the projection) → metric without retraining, with the dense
 BatchNorm statistics and after recalibrating them (bn.py; the pruned model keeps the recalibrated
 ones) → masked fine-tuning → squash.  With `out_dir` every phase checkpoints atomically and
 `resume=True` continues a run where it stopped.
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from ..evaluate import BN_BATCHES, check_bn_batches, hard_prune_metrics, recalibrate_task_bn
+from ..layerwise import Reconstruction
 from ..masks import Masks, squash
 from ..metrics import cost_summary
 from ..sets import ConstraintSet
@@ -28,6 +30,7 @@ from ..task import Task, task_name
 from ..utils import state_digest
 from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_atomic
+from .reconstruct import check_reconstruction, reconstruct as reconstruct_layers
 from .trainer import TrainConfig, Trainer, check_same_settings, resolve_device
 
 __all__ = ["prune", "PruneResult"]
@@ -50,6 +53,9 @@ class PruneResult:
     finetune: list[dict[str, Any]] = field(default_factory=list)
     costs: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    layerwise: list[dict[str, Any]] = field(default_factory=list)
+    projection: dict[str, dict[str, float] | None] | None = None
+    reconstruction: dict[str, Any] | None = None
 
     @property
     def best_hard_prune(self) -> dict[str, float]:
@@ -68,7 +74,8 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
           train: TrainConfig | None = None, finetune: TrainConfig | None = None,
           solver_options: Mapping[str, Any] | Any = None, out_dir: str | Path | None = None,
           resume: bool = False, dense_metrics: dict[str, float] | None = None,
-          bn_batches: int = BN_BATCHES, keep_checkpoints: bool = True) -> PruneResult:
+          bn_batches: int = BN_BATCHES, keep_checkpoints: bool = True,
+          reconstruct: Reconstruction | None = None) -> PruneResult:
     """Prune `model` in place with the registered solver `method` under `spec`; see module doc.
 
     `spec` is a PruneSpec or resolved sets {parameter name: ConstraintSet} (e.g. an allocation);
@@ -76,16 +83,21 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     `bn_batches` training batches re-estimate the BatchNorm statistics after every hard prune
     (0: never); a model without BatchNorm reports only `hard_prune`.  With `keep_checkpoints`
     False the per-phase training checkpoints in `out_dir` are removed once pruned.pt is written.
+    `reconstruct` makes the final hard prune a layer-wise reconstruction (engine/reconstruct.py)
+    instead of the projection; the projection's metrics are kept beside it (`projection`).  The
+    one-shot method `layerwise` reconstructs from the dense weights with zero epochs.
     """
     entry = SOLVERS.get(method)
     options = entry.check_options(solver_options or {})
     check_bn_batches(bn_batches)  # before any compute
+    if reconstruct is not None and not isinstance(reconstruct, Reconstruction):
+        raise TypeError(f"reconstruct must be a Reconstruction or None, got {type(reconstruct).__name__}")
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
     run = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(entry.options(**options)),
            "task": task.record(), "task_name": task_name(task), "source_weights": state_digest(model),
-           "bn_batches": bn_batches}
+           "bn_batches": bn_batches, "reconstruct": reconstruct.fingerprint() if reconstruct else None}
     everything = {**run, "train": train.fingerprint(), "finetune": finetune.fingerprint() if finetune else None}
     if resume and out is not None and (out / "pruned.pt").is_file():
         return _finished(model, out / "pruned.pt", everything)
@@ -97,7 +109,11 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     costs_before = cost_summary(model, example)
     dense = dense_metrics or task.evaluate(model, device)
 
-    solver = entry.build(model, spec, **options)
+    context = {"task": task, "seed": train.seed, "checkpoint": out / "layerwise.pt" if out else None,
+               "resume": resume} if entry.needs_task else {}
+    solver = entry.build(model, spec, **context, **options)
+    if reconstruct is not None:
+        check_reconstruction(model, solver.projector.sets, reconstruct)
     metric = task.metric
 
     def hard_prune_hook(trainer: Trainer) -> dict[str, Any]:
@@ -113,7 +129,15 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
         epochs = Trainer(task, model, config, solver=solver, epoch_hooks=[hard_prune_hook],
                          desc=method).fit()
 
-    masks = solver.hard_prune()
+    projection = None
+    if reconstruct is not None:
+        projection = hard_prune_metrics(task, model, solver.projector, device, bn_batches, train.seed)
+        masks, layers = reconstruct_layers(model, task, solver.projector.sets, reconstruct, device=device,
+                                           seed=train.seed, checkpoint=out / "reconstruct.pt" if out else None,
+                                           resume=resume)
+    else:
+        masks = solver.hard_prune()
+        layers = getattr(solver, "records", [])
     hard = task.evaluate(model, device)
     hard_bn = task.evaluate(model, device) if recalibrate_task_bn(task, model, device, bn_batches, train.seed) \
         else None
@@ -137,14 +161,15 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
         target_sparsity=(1 - target_kept / total) if not has_global else float("nan"),
         sparsity=1 - kept / total, epochs=epochs, finetune=tuned,
         costs={"before": _totals(costs_before), "after": _totals(cost_summary(model, example))},
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, layerwise=layers, projection=projection,
+        reconstruction=reconstruct.fingerprint() if reconstruct else None,
     )
     if out is not None and dist_utils.is_main():
         save_atomic({"model": model.state_dict(), "masks": Masks(masks).state_dict(), "task": task.record(),
                      "task_name": task_name(task), "result": result.to_dict(), "settings": everything},
                     out / "pruned.pt")
         if not keep_checkpoints:
-            for phase in (out / f"{method}.pt", out / "finetune.pt"):
+            for phase in (out / f"{method}.pt", out / "finetune.pt", out / "layerwise.pt", out / "reconstruct.pt"):
                 phase.unlink(missing_ok=True)
     return result
 

@@ -25,9 +25,10 @@ __all__ = ["Solver", "PenaltySolver", "Closure", "cubic_fraction", "SOLVERS", "r
 
 Closure = Callable[[], float | Tensor]
 
-SOLVERS: Registry[Solver] = Registry("solver", defaults={"trains": True, "penalty": False})
+SOLVERS: Registry[Solver] = Registry("solver", defaults={"trains": True, "penalty": False, "needs_task": False})
 """Pruning solvers by name (`slr`, `admm`, `magnitude`, ...); traits: `trains` (needs training
-epochs with its default options), `penalty` (adds ρ-terms: the ρ options apply)."""
+epochs with its default options), `penalty` (adds ρ-terms: the ρ options apply), `needs_task`
+(the workflow passes task, seed, checkpoint and resume: `layerwise` calibrates on the task)."""
 register_solver = SOLVERS.register
 
 

@@ -1,0 +1,169 @@
+"""Layer-wise reconstruction over a whole model, and the `layerwise` one-shot method.
+
+Layers are solved in model order.  Each layer's H comes from calibration batches run through the
+network *as already pruned* (earlier layers hold their new weights), so errors do not compound.
+A global budget is first split into per-layer counts by its magnitude threshold, then every layer
+is solved on its own count.  One line per layer says what it cost and what it bought (relative
+output error of the plain projection → of the solver); with a checkpoint path, progress is saved
+atomically after every layer and a resumed run continues at the next one, or refuses when the
+settings differ.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ..errors import SpecError, StateError
+from ..layerwise import LAYER_SOLVERS, LAYER_TYPES, LayerProblem, Reconstruction, check_form, damped, flat_weight, \
+    layer_gram, refit
+from ..layerwise.config import CALIBRATION_BATCHES, DAMPING
+from ..masks import Masks
+from ..sets import ConstraintSet, Projector, TopKSet
+from ..solvers import Solver, register_solver
+from ..spec import PruneSpec
+from ..task import Task
+from ..utils import state_digest
+from .checkpoint import load_checkpoint, save_atomic
+from .trainer import check_same_settings
+
+__all__ = ["reconstruct", "check_reconstruction", "per_layer_sets", "Layerwise"]
+
+
+def _module_of(model: nn.Module, name: str) -> nn.Module:
+    module_name, _, attr = name.rpartition(".")
+    return model.get_submodule(module_name) if module_name else model
+
+
+def check_reconstruction(model: nn.Module, sets: Mapping[str, ConstraintSet], config: Reconstruction) -> None:
+    """SpecError, before any compute, when a pruned tensor is not a layer weight the layer-wise
+    problem covers or its form is one the layer solver cannot do."""
+    for name in sets:
+        module = _module_of(model, name)
+        if not name.endswith("weight") or not isinstance(module, LAYER_TYPES):
+            raise SpecError(f"{name}: layer-wise reconstruction covers the weights of Linear, Conv1d and Conv2d "
+                            f"layers, not a {type(module).__name__}; exclude it or use a training solver")
+        check_form(config.solver, name, sets[name])
+
+
+def per_layer_sets(sets: Mapping[str, ConstraintSet], weights: Mapping[str, torch.Tensor]) -> dict[str, ConstraintSet]:
+    """The same sets with every global budget replaced by per-layer sets of the counts its
+    magnitude threshold gives each layer (so each layer is solved on its own)."""
+    shared = [n for n, s in sets.items() if isinstance(s, TopKSet) and s.scope == "global"]
+    if not shared:
+        return dict(sets)
+    masks = Projector({n: sets[n] for n in shared}).masks({n: weights[n] for n in shared})
+    out = dict(sets)
+    for n in shared:
+        s = sets[n]
+        groups = s.n_groups(weights[n].shape)
+        kept = int(masks[n].sum()) // s.group_size(weights[n].shape)
+        out[n] = replace(s, scope="layer", ratio=(groups - kept) / groups)
+    return out
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet], config: Reconstruction, *,
+                device: torch.device | None = None, seed: int = 0, checkpoint: str | Path | None = None,
+                resume: bool = False, log: Callable[[str], None] | None = print) -> tuple[Masks, list[dict[str, Any]]]:
+    """Prune `model` in place layer by layer (see the module doc); returns (masks, per-layer records)."""
+    check_reconstruction(model, sets, config)
+    device = device or next(model.parameters()).device
+    params = dict(model.named_parameters())
+    sets = per_layer_sets(sets, {n: params[n].detach() for n in sets})
+    solver = config.build_solver()
+    names = list(sets)
+    path = Path(checkpoint) if checkpoint is not None else None
+    settings = {"reconstruction": config.fingerprint(), "seed": seed, "layers": names,
+                "source_weights": state_digest(model) if path is not None else None}
+    masks: dict[str, torch.Tensor] = {}
+    records: list[dict[str, Any]] = []
+    if resume and path is not None and path.is_file():
+        saved = load_checkpoint(path, map_location=device)
+        check_same_settings(saved.get("settings"), settings, path)
+        model.load_state_dict(saved["model"])
+        masks = {n: m.to(device) for n, m in saved["masks"].items()}
+        records = list(saved["records"])
+        if log:
+            log(f"layer-wise: resuming {str(path)!r} after {len(records)} of {len(names)} layers")
+    for i, name in enumerate(names):
+        if name in masks:
+            continue
+        start = time.perf_counter()
+        module = _module_of(model, name)
+        H, n = layer_gram(model, module, task.calibration_batches(config.calibration_batches, seed),
+                          lambda m, b: task.forward(m, b, device))
+        W = flat_weight(module).to(torch.float64)
+        problem = LayerProblem(W, damped(H, config.damping), sets[name], module.weight.shape)
+        new, mask, info = solver.solve(problem)
+        if config.refit:
+            new = refit(problem, mask, new)
+        raw = LayerProblem(W, H, sets[name], module.weight.shape)
+        base = float(raw.objective(torch.zeros_like(W))) or 1.0
+        before = float(raw.objective(W * problem.project_mask(W))) / base
+        after = float(raw.objective(new)) / base
+        module.weight.copy_(new.reshape(module.weight.shape).to(module.weight.dtype))
+        masks[name] = mask.reshape(module.weight.shape)
+        seconds = time.perf_counter() - start
+        records.append({"layer": name, "shape": list(module.weight.shape), "inputs": n, "error_projection": before,
+                        "error": after, "kept": int(mask.sum()), "seconds": seconds, **info})
+        if log:
+            log(f"layer {i + 1}/{len(names)} {name} {'×'.join(map(str, module.weight.shape))}: output error "
+                f"{before:.4f} (projection) → {after:.4f} ({config.solver}{' + lstsq' if config.refit else ''}), "
+                f"{seconds:.1f} s")
+        if path is not None:
+            save_atomic({"model": model.state_dict(), "masks": {k: v.cpu() for k, v in masks.items()},
+                         "records": records, "settings": settings}, path)
+    return Masks(masks), records
+
+
+LayerSolverName = Literal[tuple(LAYER_SOLVERS)]  # the command line's choices: every registered layer solver
+
+
+@register_solver("layerwise", trains=False, needs_task=True, skip=("task", "seed", "checkpoint", "resume"),
+                 help="zero epochs: each layer re-solved on calibration activations (layer-wise reconstruction)")
+class Layerwise(Solver):
+    """One-shot layer-wise reconstruction as a method: `hard_prune()` runs `reconstruct`.
+
+    The workflow supplies the task, the seed of the calibration batches and, for resumable runs,
+    a checkpoint path; `records` holds the per-layer errors after the hard prune.
+    """
+
+    trains = False
+    option_help = {
+        "layer_solver": "layer-wise: the solver of each layer's problem",
+        "calibration_batches": "layer-wise: training batches whose activations define each layer's problem",
+        "damping": "layer-wise: relative damping of H = XᵀX",
+        "refit": "layer-wise: least squares on the solver's final support, or none",
+    }
+
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, task: Task | None = None,
+                 layer_solver: LayerSolverName = "slr", calibration_batches: int = CALIBRATION_BATCHES,
+                 damping: float = DAMPING, refit: Literal["lstsq", "none"] = "lstsq",
+                 layer_options: Mapping[str, Any] | None = None, seed: int = 0,
+                 checkpoint: str | Path | None = None, resume: bool = False, strategy: str = "auto"):
+        super().__init__(model, spec, strategy=strategy)
+        if refit not in ("lstsq", "none"):
+            raise ValueError(f"refit must be 'lstsq' or 'none', got {refit!r}")
+        self.config = Reconstruction(layer_solver, calibration_batches, damping, refit == "lstsq",
+                                     dict(layer_options or {}))
+        check_reconstruction(model, self.projector.sets, self.config)
+        self.task, self.seed, self.checkpoint, self.resume = task, seed, checkpoint, resume
+        self.records: list[dict[str, Any]] = []
+
+    def step(self, closure: Any = None) -> dict[str, Any]:
+        return {}
+
+    def hard_prune(self) -> Masks:
+        if self.task is None:
+            raise StateError("the layerwise method needs the task (its calibration batches): build it with task=...")
+        masks, self.records = reconstruct(self.model, self.task, self.projector.sets, self.config,
+                                          seed=self.seed, checkpoint=self.checkpoint, resume=self.resume)
+        return masks
+

@@ -1,0 +1,62 @@
+"""`Reconstruction`: the settings of a layer-wise reconstruction, checked without a model."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .solvers import LAYER_SOLVERS
+
+__all__ = ["Reconstruction", "CALIBRATION_BATCHES", "DAMPING"]
+
+CALIBRATION_BATCHES = 4
+"""Default calibration batches (of the task's training batch size: 256 images at batch 64)."""
+DAMPING = 0.01
+"""Default relative damping: H + damping · mean(diag H) · I."""
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """Which layer solver, on how much calibration data, with which damping, re-fit or not.
+
+    `options` go to the layer solver (LAYER_SOLVERS[solver].options); `refit` re-solves the
+    weights by least squares on the solver's final support.  Every value is checked here, so a
+    bad one is refused before any compute.
+    """
+
+    solver: str = "slr"
+    calibration_batches: int = CALIBRATION_BATCHES
+    damping: float = DAMPING
+    refit: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        entry = LAYER_SOLVERS.get(self.solver)  # UnknownNameError lists the valid names
+        if not (isinstance(self.calibration_batches, int) and not isinstance(self.calibration_batches, bool)
+                and self.calibration_batches >= 1):
+            raise ValueError(f"calibration_batches must be an integer ≥ 1 (training batches whose activations "
+                             f"define each layer's problem), got {self.calibration_batches!r}")
+        if not (isinstance(self.damping, int | float) and not isinstance(self.damping, bool)
+                and math.isfinite(self.damping) and self.damping > 0):
+            raise ValueError(f"damping must be a finite number > 0 (relative to mean(diag H); 0.01 is usual), "
+                             f"got {self.damping!r}")
+        if not isinstance(self.refit, bool):
+            raise ValueError(f"refit must be true or false, got {self.refit!r}")
+        if not isinstance(self.options, Mapping):
+            raise ValueError(f"options must be a mapping of layer-solver options, got {type(self.options).__name__}")
+        object.__setattr__(self, "options", dict(self.options))
+        self.build_solver()  # option names and values
+
+    def build_solver(self) -> Any:
+        entry = LAYER_SOLVERS.get(self.solver)
+        try:
+            return entry.build(**entry.check_options(self.options))
+        except TypeError as e:
+            raise ValueError(f"layer solver {self.solver!r}: {e}") from e
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Plain data for records and resume checks."""
+        return {"solver": self.solver, "calibration_batches": self.calibration_batches, "damping": self.damping,
+                "refit": self.refit, "options": dict(self.options)}
