@@ -41,8 +41,15 @@ def results_table(results: Sequence[PruneResult], markdown: bool = False) -> str
               *side_header, "compression", "seconds"]
     rows = []
     for r in results:
+        name = r.method
+        if r.projection is not None:  # a reconstructed final hard prune: the projection it replaced first
+            stale, recal = r.projection["hard_prune"], r.projection["hard_prune_bn"]
+            rows.append([f"{r.method}, projection", str(len(r.epochs)), *cells(r.dense), _pct(r.sparsity),
+                         *cells(stale), *(cells(recal) if recal else ["no BN"] + ["-"] * len(side)),
+                         "-", *cells(None), "-", "-"])
+            name = f"{r.method}, layer-wise {r.reconstruction['solver']}"
         rows.append([
-            r.method, str(len(r.epochs)), *cells(r.dense), _pct(r.sparsity), *cells(r.hard_prune),
+            name, str(len(r.epochs)), *cells(r.dense), _pct(r.sparsity), *cells(r.hard_prune),
             *(cells(r.hard_prune_bn) if r.hard_prune_bn else ["no BN"] + ["-"] * len(side)),
             str(len(r.finetune)), *cells(r.finetuned),
             f"{r.costs['after']['compression']:.2f}x" if r.costs else "-", f"{r.seconds:.1f}",

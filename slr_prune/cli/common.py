@@ -88,11 +88,12 @@ def spec_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--include-last", action="store_true", help="also prune the last (classifier) layer")
 
 
-def solver_args(p: argparse.ArgumentParser) -> None:
+def solver_args(p: argparse.ArgumentParser, **traits: Any) -> None:
+    """The options of the solvers whose traits match `traits` (all solvers by default)."""
     from .options import add_entry_options
 
     g = p.add_argument_group("solver options (each applies to the methods in brackets)")
-    add_entry_options(g, SOLVERS.entries(), "method")
+    add_entry_options(g, [SOLVERS.get(n) for n in SOLVERS.list(**traits)], "method")
 
 
 def bn_args(p: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..engine.reconstruct import check_reconstruction
 from ..solvers import SOLVERS
 from .common import (
     bn_args,
@@ -35,6 +36,10 @@ def add_common(p: argparse.ArgumentParser, name: str) -> None:
     train_args(p, epochs=10, lr=0.01, label="solver training")
     train_args(p, prefix="finetune-", epochs=1, lr=0.01, label="masked fine-tuning")
     solver_args(p)
+    p.add_argument("--reconstruct", action="store_true",
+                   help="make the final hard prune of a training method a layer-wise reconstruction (the "
+                        "--layer-solver, --calibration-batches, --damping, --refit and --batch-stats options), reported beside "
+                        "the plain projection")
     bn_args(p)
     run_folder_args(p, f"runs/{name}")
 
@@ -51,8 +56,11 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
     spec = make_spec(args, task)
     spec.resolve(model)  # fail before any training if the spec does not fit
     options = {e.name: solver_options(args, e.name) for e in entries}
+    reconstruct = reconstruction(args, methods)
     for e in entries:  # and if any method's options are invalid (building a solver leaves the model as is)
-        e.build(model, spec, **options[e.name])
+        solver = e.build(model, spec, **options[e.name])
+        if reconstruct is not None:
+            check_reconstruction(model, solver.projector.sets, reconstruct)
     dense = None
     results = []
     out = Path(args.out)
@@ -61,7 +69,7 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
                        finetune=train_config(args, prefix="finetune_", schedule="constant"),
                        solver_options=options[method], out_dir=out / method if len(methods) > 1 else out,
                        resume=args.resume, dense_metrics=dense, bn_batches=args.bn_batches,
-                       keep_checkpoints=args.keep_checkpoints)
+                       keep_checkpoints=args.keep_checkpoints, reconstruct=reconstruct)
         dense = result.dense
         results.append(result)
     from ..engine.distributed import is_main
@@ -80,6 +88,27 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
     print(f"run folder: {out}\n  pruned models: {', '.join(map(str, pruned))}\n  settings: {out / 'args.yaml'}\n"
           f"  report: {report}\n  figure: {png}")
     return task, spec, results
+
+
+def reconstruction(args: argparse.Namespace, methods: list[str]) -> Any:
+    """The --reconstruct settings (from the layer-wise options), or None; layer-wise options that no
+    method would use are refused rather than ignored."""
+    from ..layerwise import Reconstruction
+
+    layerwise = [m for m in methods if SOLVERS.get(m).needs_task]
+    given = {k: v for k, v in solver_options(args, "layerwise").items() if v is not None}
+    if args.reconstruct:
+        if layerwise:
+            raise ValueError(f"--reconstruct applies to training methods; {', '.join(layerwise)} already "
+                             "reconstructs layer by layer: drop --reconstruct or that method")
+        defaults = {f.name: f.default for f in dataclasses.fields(SOLVERS.get("layerwise").options)}
+        values = {**defaults, **given}
+        return Reconstruction(values["layer_solver"], values["calibration_batches"], values["damping"],
+                              values["refit"] == "lstsq", batch_stats=bool(values["batch_stats"]))
+    if given and not layerwise:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{flags} set the layer-wise reconstruction: add --reconstruct, or use --method layerwise")
+    return None
 
 
 NAME = "prune"

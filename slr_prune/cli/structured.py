@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calibration-batches", type=int, default=4, help="batches for feature maps, losses, sensitivity")
     add_entry_options(g, CRITERIA.entries(), "criterion")
     train_args(p, prefix="solver-", epochs=3, lr=0.01, label="solver training under filter constraints")
-    solver_args(p)
+    solver_args(p, trains=True)  # the solver criteria train under filter constraints
     train_args(p, prefix="finetune-", epochs=1, lr=0.01, label="fine-tuning of the pruned model")
     g = p.add_argument_group("latency (dense vs pruned, interleaved)")
     g.add_argument("--latency-batch", type=int, default=1, help="batch size of the timed input")

@@ -98,7 +98,7 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
         start = time.perf_counter()
         module = _module_of(model, name)
         H, n = layer_gram(model, module, task.calibration_batches(config.calibration_batches, seed),
-                          lambda m, b: task.forward(m, b, device))
+                          lambda m, b: task.forward(m, b, device), batch_stats=config.batch_stats)
         W = flat_weight(module).to(torch.float64)
         problem = LayerProblem(W, damped(H, config.damping), sets[name], module.weight.shape)
         new, mask, info = solver.solve(problem)
@@ -141,18 +141,20 @@ class Layerwise(Solver):
         "calibration_batches": "layer-wise: training batches whose activations define each layer's problem",
         "damping": "layer-wise: relative damping of H = XᵀX",
         "refit": "layer-wise: least squares on the solver's final support, or none",
+        "batch_stats": "layer-wise: calibrate with BatchNorm normalising by batch statistics (as after "
+                       "recalibration), not the dense running ones",
     }
 
     def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, task: Task | None = None,
                  layer_solver: LayerSolverName = "slr", calibration_batches: int = CALIBRATION_BATCHES,
                  damping: float = DAMPING, refit: Literal["lstsq", "none"] = "lstsq",
-                 layer_options: Mapping[str, Any] | None = None, seed: int = 0,
+                 batch_stats: bool = False, layer_options: Mapping[str, Any] | None = None, seed: int = 0,
                  checkpoint: str | Path | None = None, resume: bool = False, strategy: str = "auto"):
         super().__init__(model, spec, strategy=strategy)
         if refit not in ("lstsq", "none"):
             raise ValueError(f"refit must be 'lstsq' or 'none', got {refit!r}")
         self.config = Reconstruction(layer_solver, calibration_batches, damping, refit == "lstsq",
-                                     dict(layer_options or {}))
+                                     dict(layer_options or {}), batch_stats)
         check_reconstruction(model, self.projector.sets, self.config)
         self.task, self.seed, self.checkpoint, self.resume = task, seed, checkpoint, resume
         self.records: list[dict[str, Any]] = []

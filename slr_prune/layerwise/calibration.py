@@ -83,9 +83,13 @@ def _padding(module: nn.Module, kernel: tuple[int, ...], dilation: tuple[int, ..
 
 @torch.no_grad()
 def layer_gram(model: nn.Module, module: nn.Module, batches: Iterable[Any],
-               forward: Callable[[nn.Module, Any], Any]) -> tuple[Tensor, int]:
+               forward: Callable[[nn.Module, Any], Any], batch_stats: bool = False) -> tuple[Tensor, int]:
     """(H, n): H = Σ XᵀX over the calibration inputs of `module`, float64, shape (groups, d, d),
-    and n, the number of input vectors; `forward(model, batch)` runs the model on one batch."""
+    and n, the number of input vectors; `forward(model, batch)` runs the model on one batch.
+
+    `batch_stats` normalises with each batch's own statistics in every BatchNorm (their running
+    statistics are left as they are), so the inputs are those the pruned network will see once
+    its BatchNorm is recalibrated rather than those of the dense network's stale statistics."""
     state: dict[str, Any] = {"H": None, "n": 0}
 
     def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
@@ -97,6 +101,11 @@ def layer_gram(model: nn.Module, module: nn.Module, batches: Iterable[Any],
 
     was_training = model.training
     model.eval()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if batch_stats else []
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # batch statistics in the pass, running statistics unchanged
+        m.train()
     handle = module.register_forward_pre_hook(hook)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     try:
@@ -109,6 +118,8 @@ def layer_gram(model: nn.Module, module: nn.Module, batches: Iterable[Any],
                 continue
     finally:
         handle.remove()
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
         model.train(was_training)
     H, n = state["H"], state["n"]
     if world > 1:

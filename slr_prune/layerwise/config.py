@@ -22,8 +22,9 @@ class Reconstruction:
     """Which layer solver, on how much calibration data, with which damping, re-fit or not.
 
     `options` go to the layer solver (LAYER_SOLVERS[solver].options); `refit` re-solves the
-    weights by least squares on the solver's final support.  Every value is checked here, so a
-    bad one is refused before any compute.
+    weights by least squares on the solver's final support.  `batch_stats` calibrates with every
+    BatchNorm normalising by its batch's statistics (as after recalibration) instead of the dense
+    network's running ones.  Every value is checked here, so a bad one is refused before any compute.
     """
 
     solver: str = "slr"
@@ -31,6 +32,7 @@ class Reconstruction:
     damping: float = DAMPING
     refit: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
+    batch_stats: bool = False
 
     def __post_init__(self) -> None:
         entry = LAYER_SOLVERS.get(self.solver)  # UnknownNameError lists the valid names
@@ -42,8 +44,9 @@ class Reconstruction:
                 and math.isfinite(self.damping) and self.damping > 0):
             raise ValueError(f"damping must be a finite number > 0 (relative to mean(diag H); 0.01 is usual), "
                              f"got {self.damping!r}")
-        if not isinstance(self.refit, bool):
-            raise ValueError(f"refit must be true or false, got {self.refit!r}")
+        for name in ("refit", "batch_stats"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.options, Mapping):
             raise ValueError(f"options must be a mapping of layer-solver options, got {type(self.options).__name__}")
         object.__setattr__(self, "options", dict(self.options))
@@ -59,4 +62,4 @@ class Reconstruction:
     def fingerprint(self) -> dict[str, Any]:
         """Plain data for records and resume checks."""
         return {"solver": self.solver, "calibration_batches": self.calibration_batches, "damping": self.damping,
-                "refit": self.refit, "options": dict(self.options)}
+                "refit": self.refit, "options": dict(self.options), "batch_stats": self.batch_stats}
