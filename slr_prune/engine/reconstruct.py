@@ -113,13 +113,13 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
         seconds = time.perf_counter() - start
         records.append({"layer": name, "shape": list(module.weight.shape), "inputs": n, "error_projection": before,
                         "error": after, "kept": int(mask.sum()), "seconds": seconds, **info})
+        if path is not None:
+            save_atomic({"model": model.state_dict(), "masks": {k: v.cpu() for k, v in masks.items()},
+                         "records": records, "settings": settings}, path)
         if log:
             log(f"layer {i + 1}/{len(names)} {name} {'×'.join(map(str, module.weight.shape))}: output error "
                 f"{before:.4f} (projection) → {after:.4f} ({config.solver}{' + lstsq' if config.refit else ''}), "
                 f"{seconds:.1f} s")
-        if path is not None:
-            save_atomic({"model": model.state_dict(), "masks": {k: v.cpu() for k, v in masks.items()},
-                         "records": records, "settings": settings}, path)
     return Masks(masks), records
 
 

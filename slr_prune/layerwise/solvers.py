@@ -28,7 +28,7 @@ from ..errors import SpecError
 from ..registry import Registry
 from ..sets import NM, ConstraintSet, Unstructured
 from ..solvers.slr import slr_alpha
-from .problem import LayerProblem
+from .problem import LayerProblem, refit
 
 __all__ = ["LAYER_SOLVERS", "register_layer_solver", "LayerSolver", "check_form"]
 
@@ -62,50 +62,96 @@ class MagnitudeLayer(LayerSolver):
         return problem.W * mask, mask, {}
 
 
-class _Splitting(LayerSolver):
-    """The W′ = Z splitting of SLR and ADMM; subclasses give the multiplier rule."""
+def _scaled(problem: LayerProblem) -> tuple[LayerProblem, Tensor]:
+    """The problem in the variable B = W′D, D = diag(H)^½ per group (H's diagonal becomes 1), and D
+    as (groups, 1, d).  Every sparsity set is a union of coordinate subspaces, so B ∈ S ⇔ W′ ∈ S and
+    the exact projection of B is a step of the same method on an equivalent problem."""
+    diag = torch.diagonal(problem.H, dim1=-2, dim2=-1)
+    D = torch.where(diag > 0, diag.clamp_min(0).sqrt(), torch.ones_like(diag))
+    H = problem.H / D.unsqueeze(-1) / D.unsqueeze(-2)
+    D = D.unsqueeze(1)
+    return LayerProblem(problem.W * D, H, problem.sets, problem.shape), D
 
-    def __init__(self, *, iterations: int = 100, rho: float = 0.01, rho_end: float = 100.0):
+
+class _Splitting(LayerSolver):
+    """The W′ = Z splitting of SLR and ADMM; subclasses give the multiplier rule.
+
+    With `normalize` the iteration runs on the diagonally scaled problem (`_scaled`), where one
+    penalty ρ weighs every input alike.  The `candidates` distinct supports of lowest f(Z) and the
+    last iterate's are re-fitted (a truncated conjugate gradient, `candidate_cg` steps, warm-started
+    from Z) and the one of lowest objective is returned with those weights.
+    """
+
+    candidate_cg = 30  # CG steps per candidate re-fit; the caller's re-fit continues from the winner
+
+    def __init__(self, *, iterations: int = 200, rho: float = 0.03, rho_end: float = 3.0, candidates: int = 3,
+                 normalize: bool = True):
         if not (isinstance(iterations, int) and iterations >= 1):
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
         if not (isinstance(rho, int | float) and math.isfinite(rho) and rho > 0):
             raise ValueError(f"rho must be a positive number, got {rho!r}")
         if not (isinstance(rho_end, int | float) and math.isfinite(rho_end) and rho_end >= rho):
             raise ValueError(f"rho_end must be a number ≥ rho ({rho}), got {rho_end!r}")
+        if not (isinstance(candidates, int) and not isinstance(candidates, bool) and candidates >= 0):
+            raise ValueError(f"candidates must be a non-negative integer (0: no candidate re-fits), got "
+                             f"{candidates!r}")
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be true or false, got {normalize!r}")
         self.iterations, self.rho, self.rho_end = iterations, float(rho), float(rho_end)
+        self.candidates, self.normalize = candidates, normalize
 
     def solve(self, problem: LayerProblem) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        e, Q = problem.eig()
+        scaled, D = _scaled(problem) if self.normalize else (problem, None)
+        e, Q = scaled.eig()
         e = e.unsqueeze(1)  # (groups, 1, d): scales the columns of V
-        V0e2 = 2 * e * (problem.W @ Q)
-        mask = problem.project_mask(problem.W)
-        Z = problem.W * mask
+        V0 = scaled.W @ Q
+        V0e2 = 2 * e * V0
+        mask = scaled.project_mask(scaled.W)
+        Z = scaled.W * mask
         ZQ = Z @ Q
         Lq = torch.zeros_like(ZQ)  # the multipliers Λ in the eigenbasis, ΛQ
         growth = (self.rho_end / self.rho) ** (1.0 / max(1, self.iterations - 1))
-        self.begin(problem, ZQ)
+        self.begin(V0, e, ZQ)
         rho = self.rho
-        V0 = problem.W @ Q
-        best = (float((e * (ZQ - V0) ** 2).sum()), Z, mask)
+        # the distinct supports of lowest f(Z) so far, as (f, Z, mask), best first
+        kept = [(float((e * (ZQ - V0) ** 2).sum()), Z, mask)]
+        limit = max(1, self.candidates)
         for _ in range(self.iterations):
             V = (V0e2 - Lq + rho * ZQ) / (2 * e + rho)
-            Lq = self.before_z(V, ZQ, Lq, rho, e, problem)
+            Lq = self.before_z(V, ZQ, Lq, rho)
             X = (V + Lq / rho) @ Q.transpose(-1, -2)
-            mask = problem.project_mask(X)
+            mask = scaled.project_mask(X)
             Z = X * mask
             ZQ_new = Z @ Q
             Lq = self.after_z(V, ZQ, ZQ_new, Lq, rho)
             ZQ = ZQ_new
             rho *= growth
             f = float((e * (ZQ - V0) ** 2).sum())
-            if f < best[0]:
-                best = (f, Z, mask)
-        return best[1], best[2], self.info()
+            if len(kept) < limit or f < kept[-1][0]:
+                same = next((i for i, c in enumerate(kept) if torch.equal(c[2], mask)), None)
+                if same is None or f < kept[same][0]:
+                    if same is not None:
+                        del kept[same]
+                    kept.append((f, Z, mask))
+                    kept.sort(key=lambda c: c[0])
+                    del kept[limit:]
+        if self.candidates and not any(torch.equal(c[2], mask) for c in kept):
+            kept.append((math.inf, Z, mask))
+        unscale = (lambda T: T / D) if D is not None else (lambda T: T)
+        if not self.candidates:
+            return unscale(kept[0][1]), kept[0][2], self.info()
+        best = None
+        for i, (_, Zc, mc) in enumerate(kept):
+            Wc = refit(problem, mc, unscale(Zc), iters=self.candidate_cg)
+            fc = float(problem.objective(Wc))
+            if best is None or fc < best[0]:
+                best = (fc, Wc, mc, i)
+        return best[1], best[2], {**self.info(), "candidate": best[3], "candidates": len(kept)}
 
-    def begin(self, problem: LayerProblem, ZQ: Tensor) -> None:
+    def begin(self, V0: Tensor, e: Tensor, ZQ: Tensor) -> None:
         pass
 
-    def before_z(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float, e: Tensor, problem: LayerProblem) -> Tensor:
+    def before_z(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float) -> Tensor:
         return Lq
 
     def after_z(self, V: Tensor, ZQ: Tensor, ZQ_new: Tensor, Lq: Tensor, rho: float) -> Tensor:
@@ -124,27 +170,26 @@ class ADMMLayer(_Splitting):
 
 @register_layer_solver("slr", help="surrogate Lagrangian relaxation on the layer's quadratic")
 class SLRLayer(_Splitting):
-    """SLR: guarded multiplier updates with the step s (in units of ρ) following α_k g_last / g."""
+    """SLR: guarded multiplier updates Λ ← Λ + sρ(W′ − Z), the step s (in units of ρ) following
+    s ← α_k s g_last / g."""
 
-
-    def __init__(self, *, iterations: int = 100, rho: float = 0.01, rho_end: float = 100.0, M: float = 300.0,
-                 r: float = 0.1, s0: float = 1.0):
-        super().__init__(iterations=iterations, rho=rho, rho_end=rho_end)
-        if not M > 1:
-            raise ValueError(f"M must be > 1, got {M!r}")
-        if not 0 < r < 1:
+    def __init__(self, *, iterations: int = 200, rho: float = 0.03, rho_end: float = 3.0, candidates: int = 3,
+                 normalize: bool = True, M: float = 300.0, r: float = 0.1, s0: float = 0.3):
+        super().__init__(iterations=iterations, rho=rho, rho_end=rho_end, candidates=candidates,
+                         normalize=normalize)
+        if not (isinstance(M, int | float) and math.isfinite(M) and M > 1):
+            raise ValueError(f"M must be a number > 1, got {M!r}")
+        if not (isinstance(r, int | float) and 0 < r < 1):
             raise ValueError(f"r must lie in (0, 1), got {r!r}")
-        if not s0 > 0:
-            raise ValueError(f"s0 must be positive, got {s0!r}")
+        if not (isinstance(s0, int | float) and math.isfinite(s0) and s0 > 0):
+            raise ValueError(f"s0 must be a positive number, got {s0!r}")
         self.M, self.r, self.s0 = float(M), float(r), float(s0)
 
-    def begin(self, problem: LayerProblem, ZQ: Tensor) -> None:
-        e, Q = problem.eig()
-        self.V0 = problem.W @ Q
-        self.e = e.unsqueeze(1)
-        self.V_prev = self.V0.clone()
+    def begin(self, V0: Tensor, e: Tensor, ZQ: Tensor) -> None:
+        self.V0, self.e = V0, e
+        self.V_prev = V0.clone()
         self.s, self.k = self.s0, 1
-        self.g_last = float(torch.linalg.vector_norm(self.V0 - ZQ))
+        self.g_last = float(torch.linalg.vector_norm(V0 - ZQ))
         self.held = [0, 0]
 
     def _lagrangian(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float) -> float:
@@ -162,9 +207,9 @@ class SLRLayer(_Splitting):
             self.s = slr_alpha(self.k, self.M, self.r) * self.s * self.g_last / g
             self.g_last = g
         self.k += 1
-        return Lq + self.s * (V - ZQ)
+        return Lq + self.s * rho * (V - ZQ)
 
-    def before_z(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float, e: Tensor, problem: LayerProblem) -> Tensor:
+    def before_z(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float) -> Tensor:
         # condition 1: the W-step lowered the relaxed Lagrangian at the current Z and Λ
         if self.k == 1 or self._lagrangian(V, ZQ, Lq, rho) < self._lagrangian(self.V_prev, ZQ, Lq, rho):
             self.held[0] += 1
