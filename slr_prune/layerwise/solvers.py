@@ -12,8 +12,13 @@
   N:M only).
 - `magnitude`: the projection Π_S(W) alone.
 
-ρ rises geometrically from `rho` to `rho_end` over the iterations, so Z and W′ meet.  Every
-solver returns its weights and the support; the caller may re-fit the weights on that support.
+Both splittings share the rest: by default (`normalize`) they run on the equivalent problem in
+B = W′D, D = diag(H)^½, whose H has a unit diagonal (every sparsity set is a union of coordinate
+subspaces, so the set and its exact projection carry over); ρ rises geometrically from `rho` to
+`rho_end` over the iterations, so the support settles; the `candidates` distinct supports of
+lowest f(Z) seen, and the last iterate's, are re-fitted by a short conjugate gradient and the best
+is returned with those weights.  Every solver returns its weights and the support; the caller may
+re-fit the weights on that support.
 """
 
 from __future__ import annotations
