@@ -48,6 +48,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "admm + lstsq": ("layerwise", {"layer_solver": "admm"}),
     "slr": ("layerwise", {"layer_solver": "slr", "refit": "none"}),
     "slr + lstsq": ("layerwise", {"layer_solver": "slr"}),
+    "admm + lstsq + batch-stat BN": ("layerwise", {"layer_solver": "admm", "batch_stats": True}),
     "slr + lstsq + batch-stat BN": ("layerwise", {"layer_solver": "slr", "batch_stats": True}),
 }
 LAYERWISE = [v for v in VARIANTS if v != "magnitude"]

@@ -13,10 +13,9 @@ from torch import nn
 from slr_prune import PruneSpec, Rule, SpecError, StateError
 from slr_prune.engine import TrainConfig, prune
 from slr_prune.engine.reconstruct import per_layer_sets, reconstruct
-from slr_prune.errors import SpecError as _SpecError  # noqa: F401  (the same class, re-exported)
-from slr_prune.layerwise import LAYER_SOLVERS, LayerProblem, Reconstruction, damped, flat_weight, layer_gram, refit
+from slr_prune.layerwise import LAYER_SOLVERS, LayerProblem, Reconstruction, damped, layer_gram, refit
 from slr_prune.registry import UnknownNameError
-from slr_prune.sets import NM, Channel, Column, Filter, Pattern, Projector, Unstructured
+from slr_prune.sets import Projector, Unstructured
 from slr_prune.task import Task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -111,14 +110,15 @@ def test_layer_solvers_against_brute_force(ratio, capsys):
             ratios[name].append(float(problem.objective(refit(problem, mask, W))) / best)
     summary = {n: (sum(r < 1 + 1e-6 for r in v) / len(v), sum(v) / len(v)) for n, v in ratios.items()}
     with capsys.disabled():
-        print(f"\nratio {ratio}: " + "; ".join(f"{n} exact {e:.0%}, mean ratio {m:.3f}" for n, (e, m) in summary.items()))
+        print(f"\nratio {ratio}: " + "; ".join(f"{n} exact {e:.0%}, mean ratio {m:.3f}"
+                                              for n, (e, m) in summary.items()))
     assert all(r >= 1 - 1e-6 for v in ratios.values() for r in v)  # nothing beats the optimum
     exact, mean = summary["slr"]
     assert exact >= SLR_EXACT and mean <= SLR_MEAN_RATIO
     assert summary["slr"][1] < summary["magnitude"][1] and summary["slr"][1] < summary["obs"][1]
 
 
-SLR_EXACT, SLR_MEAN_RATIO = 0.5, 1.2  # measured floor on these 80 instances; see docs/oneshot.md for the figures
+SLR_EXACT, SLR_MEAN_RATIO = 0.7, 1.05  # the target; docs/oneshot.md has every solver's figures
 
 
 # ---- through a model ------------------------------------------------------------------------------
@@ -195,7 +195,8 @@ def test_every_form_lands_in_its_set_with_no_more_error_than_the_projection(form
     torch.manual_seed(0)
     task, model = TinyTask(), Net()
     sets = SPECS[form].resolve(model)
-    config = Reconstruction(solver, calibration_batches=2, options={"iterations": 30} if solver in ("slr", "admm") else {})
+    options = {"iterations": 30} if solver in ("slr", "admm") else {}
+    config = Reconstruction(solver, calibration_batches=2, options=options)
     if solver == "obs" and form not in ("unstructured", "2:4", "global"):
         with pytest.raises(SpecError, match="layer solver 'obs' handles the forms"):
             reconstruct(model, task, sets, config, log=None)
@@ -259,7 +260,8 @@ def test_interrupted_reconstruction_resumes_at_the_next_layer_or_refuses(tmp_pat
     _, records = reconstruct(resumed, TinyTask(), sets, config, checkpoint=path, resume=True, log=seen.append)
     assert "resuming" in seen[0] and "after 2 of" in seen[0] and len(seen) == 1 + len(sets) - 2
     assert len(records) == len(sets)
-    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(),
+                                                    strict=True))
     with pytest.raises(StateError, match="other settings"):
         reconstruct(copy.deepcopy(dense), TinyTask(), sets, Reconstruction("admm", 2), checkpoint=path, resume=True,
                     log=None)
@@ -301,8 +303,8 @@ def test_layerwise_method_and_reconstructed_final_hard_prune_through_prune(tmp_p
     zero = TrainConfig(epochs=0, device="cpu", progress=False)
     plain = prune(copy.deepcopy(dense), task, spec, "magnitude", train=zero, bn_batches=2)
     model = copy.deepcopy(dense)
-    one = prune(model, task, spec, "layerwise", train=zero, bn_batches=2, out_dir=tmp_path / "a", keep_checkpoints=False,
-                solver_options={"calibration_batches": 2, "layer_solver": "admm"})
+    one = prune(model, task, spec, "layerwise", train=zero, bn_batches=2, out_dir=tmp_path / "a",
+                keep_checkpoints=False, solver_options={"calibration_batches": 2, "layer_solver": "admm"})
     assert len(one.layerwise) == 3 and one.sparsity == pytest.approx(plain.sparsity)
     assert sum(r["error"] for r in one.layerwise) < sum(r["error_projection"] for r in one.layerwise)
     assert not (tmp_path / "a" / "layerwise.pt").exists()  # progress removed once pruned.pt is written

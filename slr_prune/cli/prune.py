@@ -38,8 +38,8 @@ def add_common(p: argparse.ArgumentParser, name: str) -> None:
     solver_args(p)
     p.add_argument("--reconstruct", action="store_true",
                    help="make the final hard prune of a training method a layer-wise reconstruction (the "
-                        "--layer-solver, --calibration-batches, --damping, --refit and --batch-stats options), reported beside "
-                        "the plain projection")
+                        "--layer-solver, --calibration-batches, --damping, --refit and --batch-stats options), "
+                        "reported beside the plain projection")
     bn_args(p)
     run_folder_args(p, f"runs/{name}")
 

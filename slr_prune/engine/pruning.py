@@ -30,7 +30,8 @@ from ..task import Task, task_name
 from ..utils import state_digest
 from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_atomic
-from .reconstruct import check_reconstruction, reconstruct as reconstruct_layers
+from .reconstruct import check_reconstruction
+from .reconstruct import reconstruct as reconstruct_layers
 from .trainer import TrainConfig, Trainer, check_same_settings, resolve_device
 
 __all__ = ["prune", "PruneResult"]

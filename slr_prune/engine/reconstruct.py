@@ -21,8 +21,17 @@ import torch
 from torch import nn
 
 from ..errors import SpecError, StateError
-from ..layerwise import LAYER_SOLVERS, LAYER_TYPES, LayerProblem, Reconstruction, check_form, damped, flat_weight, \
-    layer_gram, refit
+from ..layerwise import (
+    LAYER_SOLVERS,
+    LAYER_TYPES,
+    LayerProblem,
+    Reconstruction,
+    check_form,
+    damped,
+    flat_weight,
+    layer_gram,
+    refit,
+)
 from ..layerwise.config import CALIBRATION_BATCHES, DAMPING
 from ..masks import Masks
 from ..sets import ConstraintSet, Projector, TopKSet

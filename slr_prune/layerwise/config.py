@@ -35,7 +35,7 @@ class Reconstruction:
     batch_stats: bool = False
 
     def __post_init__(self) -> None:
-        entry = LAYER_SOLVERS.get(self.solver)  # UnknownNameError lists the valid names
+        LAYER_SOLVERS.get(self.solver)  # UnknownNameError lists the valid names
         if not (isinstance(self.calibration_batches, int) and not isinstance(self.calibration_batches, bool)
                 and self.calibration_batches >= 1):
             raise ValueError(f"calibration_batches must be an integer ≥ 1 (training batches whose activations "
