@@ -6,13 +6,17 @@ from pathlib import Path
 import torch
 
 
-def test_two_process_ddp_keeps_solver_state_identical(tmp_path):
-    worker = Path(__file__).with_name("ddp_worker.py")
+def run_two_processes(worker: str, out: Path) -> None:
+    """`worker` (a file next to this one) under torchrun with 2 CPU processes, writing into `out`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(worker), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+         str(Path(__file__).with_name(worker)), str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_two_process_ddp_keeps_solver_state_identical(tmp_path):
+    run_two_processes("ddp_worker.py", tmp_path)
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert a["world"] == b["world"] == 2
     assert a["batches"] == b["batches"] == 1347 // 2 // 64  # each rank sees half of the data
@@ -36,12 +40,7 @@ def test_two_process_ddp_keeps_solver_state_identical(tmp_path):
 def test_two_process_layerwise_reconstruction_sums_h_and_agrees(tmp_path):
     """Each rank calibrates on its half of the batches, H is summed: both ranks solve the problem of
     all the batches (H as in one process, up to summation order) and end with identical weights."""
-    worker = Path(__file__).with_name("ddp_layerwise_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(worker), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_processes("ddp_layerwise_worker.py", tmp_path)
     a, b = (torch.load(tmp_path / f"layerwise_rank{r}.pt", weights_only=True) for r in (0, 1))
     single = a["single"]
     assert a["inputs"] == b["inputs"] == single["inputs"]  # every rank counted all the batches' inputs
