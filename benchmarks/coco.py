@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--dense-lr", type=float, default=2e-3)
     g.add_argument("--ratios", default="0.5,0.75", help="comma-separated prune ratios of the pruned layers")
     g.add_argument("--methods", default="admm,slr,magnitude",
-                   help="magnitude = one-shot, the zero-epoch baseline")
+                   help="magnitude = one-shot, the zero-epoch baseline; layerwise = zero epochs, layer-wise "
+                        "reconstruction")
     g.add_argument("--exclude-head", default="last", choices=["last", "head", "none"])
     g.add_argument("--epochs", type=int, default=10, help="SLR / ADMM training epochs")
     g.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the solver phase")
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from slr_prune.engine import TrainConfig, Trainer, load_checkpoint, prune, resolve_device
     from slr_prune.export import export_ultralytics
     from slr_prune.metrics import cost_summary
+    from slr_prune.solvers import SOLVERS
     from slr_prune.spec import PruneSpec
 
     out = Path(args.out)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             options = {"rho": args.rho, "rho_growth": args.rho_growth, "rho_end": args.rho_end}
             options.update({"M": args.M, "r": args.r, "s0": args.s0} if method == "slr" else
                            {"interval": args.interval} if method == "admm" else {})
-            if method == "magnitude":
+            if not SOLVERS.get(method).penalty:  # magnitude, layerwise: their own defaults
                 options = {}
             result = prune(m, task, spec, method,
                            train=TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device,

@@ -42,14 +42,14 @@ from solver_study import T95, StudyTask, cpu_name, dense_checkpoint, mean_std  #
 # (label, method, solver options); the one-shot magnitude projection is the baseline row
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "magnitude": ("magnitude", {}),
-    "magnitude + lstsq": ("layerwise", {"layer_solver": "magnitude"}),
-    "obs": ("layerwise", {"layer_solver": "obs", "refit": "none"}),
-    "obs + lstsq": ("layerwise", {"layer_solver": "obs"}),
-    "admm + lstsq": ("layerwise", {"layer_solver": "admm"}),
-    "slr": ("layerwise", {"layer_solver": "slr", "refit": "none"}),
-    "slr + lstsq": ("layerwise", {"layer_solver": "slr"}),
-    "admm + lstsq + batch-stat BN": ("layerwise", {"layer_solver": "admm", "batch_stats": True}),
-    "slr + lstsq + batch-stat BN": ("layerwise", {"layer_solver": "slr", "batch_stats": True}),
+    "magnitude + lstsq": ("layerwise", {"layer_solver": "magnitude", "calibration_bn": "running"}),
+    "obs": ("layerwise", {"layer_solver": "obs", "refit": "none", "calibration_bn": "running"}),
+    "obs + lstsq": ("layerwise", {"layer_solver": "obs", "calibration_bn": "running"}),
+    "admm + lstsq": ("layerwise", {"layer_solver": "admm", "calibration_bn": "running"}),
+    "slr": ("layerwise", {"layer_solver": "slr", "refit": "none", "calibration_bn": "running"}),
+    "slr + lstsq": ("layerwise", {"layer_solver": "slr", "calibration_bn": "running"}),
+    "admm + lstsq + batch-stat BN": ("layerwise", {"layer_solver": "admm", "calibration_bn": "batch"}),
+    "slr + lstsq + batch-stat BN": ("layerwise", {"layer_solver": "slr", "calibration_bn": "batch"}),
 }
 LAYERWISE = [v for v in VARIANTS if v != "magnitude"]
 SPARSITIES = ["0.5", "0.7", "0.8", "0.9", "0.95", "2:4", "channel 0.3", "channel 0.5"]
@@ -77,7 +77,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     if job["epochs"]:  # the final hard prune of an SLR run: projection and reconstruction from one training
         options = {"rho": 0.1, "rho_end": 100.0}
-        recon = Reconstruction("slr", job["calibration_batches"])
+        recon = Reconstruction("slr", job["calibration_batches"], batch_stats=False)  # as measured
         result = prune(model, task, make_spec(job["sparsity"]), "slr", solver_options=options,
                        train=TrainConfig(epochs=job["epochs"], lr=0.01, **common), bn_batches=job["bn_batches"],
                        reconstruct=recon)

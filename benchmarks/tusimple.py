@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--dense-lr", type=float, default=4e-4, help="Adam, as the reference TuSimple config")
     g = p.add_argument_group("pruning")
     g.add_argument("--methods", default="slr,admm,magnitude",
-                   help="comma-separated: slr, admm, magnitude (one-shot: the zero-epoch baseline)")
+                   help="comma-separated: slr, admm, magnitude (one-shot: the zero-epoch baseline), layerwise "
+                        "(zero epochs, layer-wise reconstruction)")
     g.add_argument("--ratios", default="0.5", help="comma-separated prune ratios in [0, 1)")
     g.add_argument("--prune-aux", action="store_true", help="also prune the auxiliary segmentation branch")
     g.add_argument("--epochs", type=int, default=10, help="SLR/ADMM training epochs (the same for both)")
@@ -177,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
                            schedule="cosine", device=args.device, seed=args.seed, progress=args.progress)
     penalty = {"rho": args.rho, **({"rho_end": args.rho_end} if args.rho_end else {"rho_growth": args.rho_growth})}
     options = {"slr": {**penalty, "M": args.M, "r": args.r, "s0": args.s0}, "admm": penalty,
-               "magnitude": {"schedule": "oneshot"}}
+               "magnitude": {"schedule": "oneshot"}, "layerwise": {}}
     rows = []
     for ratio in (float(r) for r in args.ratios.split(",")):
         spec = PruneSpec.uniform(ratio, exclude=exclude)
         for method in (m.strip() for m in args.methods.split(",") if m.strip()):
             if method not in options:
-                sys.exit(f"--methods: unknown {method!r}; choose slr, admm or magnitude")
+                sys.exit(f"--methods: unknown {method!r}; choose {', '.join(options)}")
             print(f"{method} at {ratio:.0%} ...", flush=True)
             pruned = copy.deepcopy(model)
             result = prune(pruned, task, spec, method, train=train, finetune=finetune,
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             write_json_lines(out / f"{method}_{ratio:g}_predictions.json", task.predict(pruned, device))
             row = {"method": method, "ratio": ratio, "sparsity": result.sparsity,
                    "compression": total / max(1, nonzero), "params": total, "nonzero_params": nonzero,
-                   "epochs": args.epochs if method != "magnitude" else 0, "finetune_epochs": args.finetune_epochs,
+                   "epochs": args.epochs if method in ("slr", "admm") else 0, "finetune_epochs": args.finetune_epochs,
                    "hard_prune": result.hard_prune, "hard_prune_bn": result.hard_prune_bn,
                    "finetuned": result.finetuned,
                    "per_epoch": result.epochs, "finetune_per_epoch": result.finetune, "seconds": result.seconds}

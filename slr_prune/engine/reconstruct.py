@@ -150,20 +150,22 @@ class Layerwise(Solver):
         "calibration_batches": "layer-wise: training batches whose activations define each layer's problem",
         "damping": "layer-wise: relative damping of H = XᵀX",
         "refit": "layer-wise: least squares on the solver's final support, or none",
-        "batch_stats": "layer-wise: calibrate with BatchNorm normalising by batch statistics (as after "
-                       "recalibration), not the dense running ones",
+        "calibration_bn": "layer-wise: BatchNorm during calibration normalises by each batch's statistics "
+                          "(as after recalibration) or by the dense network's running ones",
     }
 
     def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, task: Task | None = None,
                  layer_solver: LayerSolverName = "slr", calibration_batches: int = CALIBRATION_BATCHES,
                  damping: float = DAMPING, refit: Literal["lstsq", "none"] = "lstsq",
-                 batch_stats: bool = False, layer_options: Mapping[str, Any] | None = None, seed: int = 0,
+                 calibration_bn: Literal["batch", "running"] = "batch", layer_options: Mapping[str, Any] | None = None, seed: int = 0,
                  checkpoint: str | Path | None = None, resume: bool = False, strategy: str = "auto"):
         super().__init__(model, spec, strategy=strategy)
         if refit not in ("lstsq", "none"):
             raise ValueError(f"refit must be 'lstsq' or 'none', got {refit!r}")
+        if calibration_bn not in ("batch", "running"):
+            raise ValueError(f"calibration_bn must be 'batch' or 'running', got {calibration_bn!r}")
         self.config = Reconstruction(layer_solver, calibration_batches, damping, refit == "lstsq",
-                                     dict(layer_options or {}), batch_stats)
+                                     dict(layer_options or {}), calibration_bn == "batch")
         check_reconstruction(model, self.projector.sets, self.config)
         self.task, self.seed, self.checkpoint, self.resume = task, seed, checkpoint, resume
         self.records: list[dict[str, Any]] = []

@@ -24,7 +24,7 @@ class Reconstruction:
     `options` go to the layer solver (LAYER_SOLVERS[solver].options); `refit` re-solves the
     weights by least squares on the solver's final support.  `batch_stats` calibrates with every
     BatchNorm normalising by its batch's statistics (as after recalibration) instead of the dense
-    network's running ones.  Every value is checked here, so a bad one is refused before any compute.
+    network's running ones (the default: chosen on validation in benchmarks/oneshot.py).  Every value is checked here, so a bad one is refused before any compute.
     """
 
     solver: str = "slr"
@@ -32,7 +32,7 @@ class Reconstruction:
     damping: float = DAMPING
     refit: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
-    batch_stats: bool = False
+    batch_stats: bool = True
 
     def __post_init__(self) -> None:
         LAYER_SOLVERS.get(self.solver)  # UnknownNameError lists the valid names
