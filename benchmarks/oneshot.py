@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Retrain-free pruning: layer-wise reconstruction (slr, admm, obs, magnitude ± least squares)
-against one-shot magnitude, zero training epochs, and as the final hard prune after SLR training.
+against one-shot magnitude, zero training epochs, and as the final hard prune after SLR, ADMM or
+gradual-magnitude training.
 
     python benchmarks/oneshot.py                                   # digits CNN and ResNet-20, 5 seeds
     python benchmarks/oneshot.py --models digits_cnn --seeds 2 --out runs/oneshot_small
@@ -52,6 +53,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "slr + lstsq + batch-stat BN": ("layerwise", {"layer_solver": "slr", "calibration_bn": "batch"}),
 }
 LAYERWISE = [v for v in VARIANTS if v != "magnitude"]
+# the training methods of the final-hard-prune use, each with its shipped (untuned) configuration as
+# in benchmarks/solver_study.py: (solver, options, learning rate) for a run of `epochs`
+TRAINED = {
+    "slr": lambda epochs: ("slr", {"rho": 0.1, "rho_end": 100.0}, 0.01),
+    "admm": lambda epochs: ("admm", {"rho": 0.1, "rho_end": 10.0}, 0.01),
+    "gmp": lambda epochs: ("magnitude", {"schedule": "cubic", "steps": max(1, round(0.5 * epochs))}, 0.01),
+}
 SPARSITIES = ["0.5", "0.7", "0.8", "0.9", "0.95", "2:4", "channel 0.3", "channel 0.5"]
 
 
@@ -75,15 +83,15 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     model.load_state_dict(torch.load(job["dense"], weights_only=True))
     common = {"device": "cpu", "progress": False, "seed": job["seed"]}
     start = time.perf_counter()
-    if job["epochs"]:  # the final hard prune of an SLR run: projection and reconstruction from one training
-        options = {"rho": 0.1, "rho_end": 100.0}
-        recon = Reconstruction("slr", job["calibration_batches"], batch_stats=False)  # as measured
-        result = prune(model, task, make_spec(job["sparsity"]), "slr", solver_options=options,
-                       train=TrainConfig(epochs=job["epochs"], lr=0.01, **common), bn_batches=job["bn_batches"],
+    if job["epochs"]:  # the final hard prune of a training run: projection and reconstruction, one training
+        method, options, lr = TRAINED[job["method"]](job["epochs"])
+        recon = Reconstruction("slr", job["calibration_batches"])
+        result = prune(model, task, make_spec(job["sparsity"]), method, solver_options=options,
+                       train=TrainConfig(epochs=job["epochs"], lr=lr, **common), bn_batches=job["bn_batches"],
                        reconstruct=recon)
         proj = result.projection
-        rows = {"projection": (proj["hard_prune"], proj["hard_prune_bn"]),
-                "slr + lstsq": (result.hard_prune, result.hard_prune_bn)}
+        rows = {f"{job['method']}: projection": (proj["hard_prune"], proj["hard_prune_bn"]),
+                f"{job['method']}: slr + lstsq": (result.hard_prune, result.hard_prune_bn)}
     else:
         method, options = VARIANTS[job["variant"]]
         if method == "layerwise":
@@ -95,6 +103,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     out = []
     for variant, (stale, bn) in rows.items():
         out.append({**{k: job[k] for k in ("model", "seed", "sparsity", "epochs")}, "variant": variant,
+                    "method": job.get("method"),
                     "test": stale["accuracy"], "val": stale["val_accuracy"], "test_bn": bn["accuracy"],
                     "val_bn": bn["val_accuracy"], "seconds": seconds,
                     "layer_error": statistics.mean(r["error"] for r in result.layerwise) if result.layerwise else None,
@@ -160,23 +169,24 @@ def analyse(rows: list[dict[str, Any]], models: list[str], seeds: int) -> tuple[
                          f"{err[0]:.3f} → {err[1]:.3f} | {statistics.mean(r['seconds'] for r in chosen):.1f} |")
             summary[f"{model} {s}"] = {"chosen": best, "gain_vs_magnitude": gain, "gain_vs_obs_lstsq": vs_obs,
                                        "vs_dense": vs_dense}
-        finals = sorted({(e, s) for (m, e, s, v) in by if m == model and e > 0})
+        finals = sorted({(t, e, s) for (m, e, s, v) in by if m == model and e > 0 for t in TRAINED
+                         if (m, e, s, f"{t}: projection") in by})
         if finals:
-            lines += [f"\n### {model}: final hard prune after SLR training (test + BN, mean ± std over {seeds} "
-                      "seeds; paired gain of the reconstruction over the projection)\n",
-                      "| epochs | sparsity | projection | slr + lstsq | gain (95% interval) | gain on validation |",
-                      "|---|---|---|---|---|---|"]
-            for e, s in finals:
-                a, b = by.get((model, e, s, "projection"), {}), by.get((model, e, s, "slr + lstsq"), {})
+            lines += [f"\n### {model}: final hard prune after training (test + BN, mean ± std over {seeds} "
+                      "seeds; paired gain of the layer-wise reconstruction (slr + lstsq) over the projection)\n",
+                      "| training | epochs | sparsity | projection | reconstruction | gain (95% interval) | "
+                      "gain on validation |", "|---|---|---|---|---|---|---|"]
+            for t, e, s in finals:
+                a, b = by.get((model, e, s, f"{t}: projection"), {}), by.get((model, e, s, f"{t}: slr + lstsq"), {})
                 if len(a) != seeds or len(b) != seeds:
                     continue
                 pa, pb = [a[i] for i in range(seeds)], [b[i] for i in range(seeds)]
                 g = paired_ci([r["test_bn"] for r in pb], [r["test_bn"] for r in pa])
                 gv = paired_ci([r["val_bn"] for r in pb], [r["val_bn"] for r in pa])
-                lines.append(f"| {e} | {s} | {mean_std([r['test_bn'] for r in pa])} | "
+                lines.append(f"| {t} | {e} | {s} | {mean_std([r['test_bn'] for r in pa])} | "
                              f"{mean_std([r['test_bn'] for r in pb])} | {g[0]:+.1f} [{g[1]:+.1f}, {g[2]:+.1f}] | "
                              f"{gv[0]:+.1f} [{gv[1]:+.1f}, {gv[2]:+.1f}] |")
-                summary[f"{model} final {e} {s}"] = {"gain": g, "gain_val": gv}
+                summary[f"{model} final {t} {e} {s}"] = {"gain": g, "gain_val": gv}
     return "\n".join(lines), summary
 
 
@@ -264,8 +274,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--sparsities", default=",".join(SPARSITIES))
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--final", default="10:0.95,10:0.98", help="epochs:ratio of SLR training before the final "
-                   "hard prune, compared as projection vs reconstruction (digits CNN only; '' skips)")
+    p.add_argument("--final", default=",".join(f"{t}:{e}:{r}" for t in TRAINED for e in (10, 30)
+                                                for r in (0.9, 0.95, 0.98)),
+                   help="method:epochs:ratio of training (slr, admm, gmp) before the final hard prune, compared "
+                        "as projection vs reconstruction (digits CNN only; '' skips)")
     p.add_argument("--dense-epochs", type=int, default=15, help="as the solver study")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--val-fraction", type=float, default=0.2)
@@ -300,8 +312,8 @@ def main() -> None:
                     jobs.append({**base, "sparsity": s, "variant": v, "epochs": 0})
             if model == "digits_cnn":
                 for item in filter(None, args.final.split(",")):
-                    e, r = item.split(":")
-                    jobs.append({**base, "sparsity": r, "variant": "final", "epochs": int(e)})
+                    t, e, r = item.split(":")
+                    jobs.append({**base, "sparsity": r, "variant": f"final {t}", "method": t, "epochs": int(e)})
     done_file = out / "results.jsonl"
     rows = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.is_file() else []
     done = {r["key"] for r in rows}
