@@ -225,22 +225,23 @@ def resnet50_timing(args: argparse.Namespace) -> None:
     total and peak resident memory, in a fresh process per solver."""
     import subprocess
 
-    results = {}
+    path = Path(args.out) / "resnet50.json"
+    results = json.loads(path.read_text())["results"] if path.is_file() else {}
     for solver in args.r50_solvers.split(","):
         code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import oneshot; "
-                f"oneshot._r50_child({solver!r}, {args.r50_images}, {args.r50_batch}, {args.threads})")
+                f"oneshot._r50_child({solver!r}, {args.r50_images}, {args.r50_batch}, {args.threads}, "
+                f"{args.r50_precision!r})")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        results[solver] = json.loads(out.stdout.strip().splitlines()[-1])
-        r = results[solver]
+        r = results[f"{solver} {args.r50_precision}"] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"resnet50 {solver}: {r['seconds']:.0f} s total, {r['peak_rss_gb']:.2f} GB peak, slowest layer "
               f"{max(r['per_layer'], key=lambda x: x['seconds'])}", file=sys.stderr)
     env = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}", "threads": args.threads,
            "torch": torch.__version__, "command": " ".join(sys.argv)}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "resnet50.json").write_text(json.dumps({"environment": env, "results": results}, indent=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"environment": env, "results": results}, indent=1))
 
 
-def _r50_child(solver: str, images: int, batch: int, threads: int) -> None:
+def _r50_child(solver: str, images: int, batch: int, threads: int, precision: str) -> None:
     import torchvision
 
     from slr_prune.engine.reconstruct import reconstruct
@@ -262,10 +263,12 @@ def _r50_child(solver: str, images: int, batch: int, threads: int) -> None:
 
     sets = PruneSpec.uniform(0.5).resolve(model)
     start = time.perf_counter()
-    _, records = reconstruct(model, Calibration(), sets, Reconstruction(solver, images // batch), log=None)
+    config = Reconstruction(solver, images // batch, precision=precision)
+    _, records = reconstruct(model, Calibration(), sets, config, log=None)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_gb": peak, "layers": len(records),
-                      "per_layer": [{"layer": r["layer"], "seconds": round(r["seconds"], 2)} for r in records]}))
+                      "per_layer": [{"layer": r["layer"], "seconds": round(r["seconds"], 2),
+                                     "calibration_seconds": round(r["calibration_seconds"], 2)} for r in records]}))
 
 
 def main() -> None:
@@ -289,6 +292,7 @@ def main() -> None:
     p.add_argument("--r50-solvers", default="slr,magnitude")
     p.add_argument("--r50-images", type=int, default=128)
     p.add_argument("--r50-batch", type=int, default=16)
+    p.add_argument("--r50-precision", default="float64", choices=["float64", "float32"])
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     if args.resnet50:

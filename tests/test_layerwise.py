@@ -5,6 +5,7 @@ one-shot method and the final-hard-prune use through prune() and the CLI, and ba
 import copy
 import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -219,6 +220,7 @@ def test_every_form_lands_in_its_set_with_no_more_error_than_the_projection(form
         assert total <= sum(r["error_projection"] for r in records) + 1e-9
     if solver == "magnitude":
         assert all(r["error"] <= r["error_projection"] + 1e-9 for r in records)
+    assert all(not math.isnan(r["error"]) and r["calibration_seconds"] <= r["seconds"] for r in records)
 
 
 def test_same_seed_same_masks_bit_for_bit():
@@ -231,6 +233,21 @@ def test_same_seed_same_masks_bit_for_bit():
         results.append((masks, model.state_dict()))
     (m1, s1), (m2, s2) = results
     assert all(torch.equal(m1[n], m2[n]) for n in m1) and all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_float32_solves_land_in_the_same_sets_close_to_float64():
+    errors = {}
+    for precision in ("float64", "float32"):
+        torch.manual_seed(0)
+        model = Net()
+        sets = PruneSpec.uniform(0.7).resolve(model)
+        masks, records = reconstruct(model, TinyTask(), sets, Reconstruction("slr", 2, precision=precision), log=None)
+        params = dict(model.named_parameters())
+        assert all(int(masks[n].sum()) == s.kept(params[n].shape) and s.contains(params[n].detach())
+                   for n, s in sets.items())
+        assert params["conv.weight"].dtype == torch.float32
+        errors[precision] = sum(r["error"] for r in records)
+    assert errors["float32"] == pytest.approx(errors["float64"], rel=0.05)
 
 
 def test_interrupted_reconstruction_resumes_at_the_next_layer_or_refuses(tmp_path):
@@ -274,6 +291,7 @@ def test_interrupted_reconstruction_resumes_at_the_next_layer_or_refuses(tmp_pat
     ({"calibration_batches": 0}, "calibration_batches must be an integer ≥ 1"),
     ({"calibration_batches": 2.5}, "calibration_batches must be an integer ≥ 1"),
     ({"refit": "yes"}, "refit must be true or false"),
+    ({"precision": "float16"}, "precision must be one of float64, float32"),
     ({"options": {"iterations": 0}}, "iterations must be a positive integer"),
     ({"options": {"rho": 1.0, "rho_end": 0.5}}, "rho_end must be a number ≥ rho"),
     ({"options": {"bogus": 1}}, "unknown option 'bogus'"),

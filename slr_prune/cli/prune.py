@@ -38,8 +38,8 @@ def add_common(p: argparse.ArgumentParser, name: str) -> None:
     solver_args(p)
     p.add_argument("--reconstruct", action="store_true",
                    help="make the final hard prune of a training method a layer-wise reconstruction (the "
-                        "--layer-solver, --calibration-batches, --damping, --refit and --calibration-bn options), "
-                        "reported beside the plain projection")
+                        "--layer-solver, --calibration-batches, --damping, --refit, --calibration-bn and "
+                        "--precision options), reported beside the plain projection")
     bn_args(p)
     run_folder_args(p, f"runs/{name}")
 
@@ -104,7 +104,8 @@ def reconstruction(args: argparse.Namespace, methods: list[str]) -> Any:
         defaults = {f.name: f.default for f in dataclasses.fields(SOLVERS.get("layerwise").options)}
         values = {**defaults, **given}
         return Reconstruction(values["layer_solver"], values["calibration_batches"], values["damping"],
-                              values["refit"] == "lstsq", batch_stats=values["calibration_bn"] == "batch")
+                              values["refit"] == "lstsq", batch_stats=values["calibration_bn"] == "batch",
+                              precision=values["precision"])
     if given and not layerwise:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags} set the layer-wise reconstruction: add --reconstruct, or use --method layerwise")

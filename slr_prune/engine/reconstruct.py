@@ -32,7 +32,7 @@ from ..layerwise import (
     layer_gram,
     refit,
 )
-from ..layerwise.config import CALIBRATION_BATCHES, DAMPING
+from ..layerwise.config import CALIBRATION_BATCHES, DAMPING, PRECISIONS
 from ..masks import Masks
 from ..sets import ConstraintSet, Projector, TopKSet
 from ..solvers import Solver, register_solver
@@ -108,20 +108,24 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
         module = _module_of(model, name)
         H, n = layer_gram(model, module, task.calibration_batches(config.calibration_batches, seed),
                           lambda m, b: task.forward(m, b, device), batch_stats=config.batch_stats)
+        calibrated = time.perf_counter()
         W = flat_weight(module).to(torch.float64)
-        problem = LayerProblem(W, damped(H, config.damping), sets[name], module.weight.shape)
+        dtype = PRECISIONS[config.precision]
+        problem = LayerProblem(W.to(dtype), damped(H, config.damping).to(dtype), sets[name], module.weight.shape)
         new, mask, info = solver.solve(problem)
         if config.refit:
             new = refit(problem, mask, new)
         raw = LayerProblem(W, H, sets[name], module.weight.shape)
         base = float(raw.objective(torch.zeros_like(W))) or 1.0
         before = float(raw.objective(W * problem.project_mask(W))) / base
+        new = new.to(torch.float64)
         after = float(raw.objective(new)) / base
         module.weight.copy_(new.reshape(module.weight.shape).to(module.weight.dtype))
         masks[name] = mask.reshape(module.weight.shape)
         seconds = time.perf_counter() - start
         records.append({"layer": name, "shape": list(module.weight.shape), "inputs": n, "error_projection": before,
-                        "error": after, "kept": int(mask.sum()), "seconds": seconds, **info})
+                        "error": after, "kept": int(mask.sum()), "seconds": seconds,
+                        "calibration_seconds": calibrated - start, **info})
         if path is not None:
             save_atomic({"model": model.state_dict(), "masks": {k: v.cpu() for k, v in masks.items()},
                          "records": records, "settings": settings}, path)
@@ -150,6 +154,7 @@ class Layerwise(Solver):
         "calibration_batches": "layer-wise: training batches whose activations define each layer's problem",
         "damping": "layer-wise: relative damping of H = XᵀX",
         "refit": "layer-wise: least squares on the solver's final support, or none",
+        "precision": "layer-wise: the dtype the layer solvers work in (H is accumulated in float64)",
         "calibration_bn": "layer-wise: BatchNorm during calibration normalises by each batch's statistics "
                           "(as after recalibration) or by the dense network's running ones",
     }
@@ -157,7 +162,9 @@ class Layerwise(Solver):
     def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, task: Task | None = None,
                  layer_solver: LayerSolverName = "slr", calibration_batches: int = CALIBRATION_BATCHES,
                  damping: float = DAMPING, refit: Literal["lstsq", "none"] = "lstsq",
-                 calibration_bn: Literal["batch", "running"] = "batch", layer_options: Mapping[str, Any] | None = None, seed: int = 0,
+                 calibration_bn: Literal["batch", "running"] = "batch",
+                 precision: Literal["float64", "float32"] = "float64",
+                 layer_options: Mapping[str, Any] | None = None, seed: int = 0,
                  checkpoint: str | Path | None = None, resume: bool = False, strategy: str = "auto"):
         super().__init__(model, spec, strategy=strategy)
         if refit not in ("lstsq", "none"):
@@ -165,7 +172,7 @@ class Layerwise(Solver):
         if calibration_bn not in ("batch", "running"):
             raise ValueError(f"calibration_bn must be 'batch' or 'running', got {calibration_bn!r}")
         self.config = Reconstruction(layer_solver, calibration_batches, damping, refit == "lstsq",
-                                     dict(layer_options or {}), calibration_bn == "batch")
+                                     dict(layer_options or {}), calibration_bn == "batch", precision)
         check_reconstruction(model, self.projector.sets, self.config)
         self.task, self.seed, self.checkpoint, self.resume = task, seed, checkpoint, resume
         self.records: list[dict[str, Any]] = []

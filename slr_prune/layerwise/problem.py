@@ -63,7 +63,8 @@ class LayerProblem:
 def refit(problem: LayerProblem, mask: Tensor, start: Tensor | None = None, iters: int = 200,
           tol: float = 1e-10) -> Tensor:
     """argmin f(W′) over W′ with support in `mask`: the masked normal equations
-    mask ⊙ (W′H) = mask ⊙ (WH), solved row by row by conjugate gradients (all rows batched)."""
+    mask ⊙ (W′H) = mask ⊙ (WH), solved row by row by conjugate gradients (all rows batched) until
+    every row's squared residual is below `tol` times its right-hand side's."""
     H, m = problem.H, mask.to(problem.W.dtype)
     b = m * (problem.W @ H)
     x = m * (problem.W if start is None else start)
@@ -74,6 +75,7 @@ def refit(problem: LayerProblem, mask: Tensor, start: Tensor | None = None, iter
     p = z.clone()
     rz = (r * z).sum(-1, keepdim=True)
     scale = (b * b).sum(-1, keepdim=True).clamp_min(torch.finfo(b.dtype).tiny)
+    tol = max(tol, torch.finfo(b.dtype).eps)  # float32 cannot go below its rounding
     for _ in range(iters):
         if bool(((r * r).sum(-1, keepdim=True) <= tol * scale).all()):
             break
