@@ -14,7 +14,16 @@ from torch import nn
 from slr_prune import PruneSpec, Rule, SpecError, StateError
 from slr_prune.engine import TrainConfig, prune
 from slr_prune.engine.reconstruct import per_layer_sets, reconstruct
-from slr_prune.layerwise import LAYER_SOLVERS, LayerProblem, Reconstruction, damped, layer_gram, refit
+from slr_prune.layerwise import (
+    LAYER_SOLVERS,
+    LayerProblem,
+    Reconstruction,
+    StageInputs,
+    damped,
+    full_passes,
+    layer_gram,
+    refit,
+)
 from slr_prune.registry import UnknownNameError
 from slr_prune.sets import Projector, Unstructured
 from slr_prune.task import Task
@@ -40,7 +49,7 @@ def test_gram_matrix_gives_the_layers_output_error(layer, shape):
     layer = layer.double()
     x = torch.randn(*shape, dtype=torch.float64)
     batches = [x[:1], x[1:]]
-    H, n = layer_gram(layer, layer, batches, lambda m, b: m(b))
+    H, n = layer_gram(layer, layer, full_passes(layer, batches, lambda m, b: m(b)))
     delta = torch.randn_like(layer.weight.detach())
     changed = copy.deepcopy(layer)
     with torch.no_grad():
@@ -58,9 +67,55 @@ def test_gram_matrix_stops_the_pass_at_the_layer_and_restores_the_model():
     calls = []
     model[2].register_forward_hook(lambda *a: calls.append(1))
     stats = model[1].running_mean.clone()
-    H, n = layer_gram(model, model[1 + 1], [torch.randn(8, 3)], lambda m, b: m(b), batch_stats=True)
+    H, n = layer_gram(model, model[2], full_passes(model, [torch.randn(8, 3)], lambda m, b: m(b)),
+                      batch_stats=True)
     assert calls == [] and n == 8 and H.shape == (1, 4, 4)
     assert model.training and model[1].training and torch.equal(model[1].running_mean, stats)
+
+
+def test_stage_inputs_give_the_same_h_as_full_passes_and_fall_back_when_not_called(monkeypatch):
+    from slr_prune.adapters import ClassificationTask
+
+    torch.manual_seed(0)
+    task = ClassificationTask("resnet20", "digits", batch_size=16)
+    model = task.build_model()
+    layer = model.get_submodule("layer2.1.conv1")
+
+    def passes():
+        return full_passes(model, task.calibration_batches(2), lambda m, b: task.forward(m, b, CPU))
+
+    full, n = layer_gram(model, layer, passes(), batch_stats=True)
+    outer = StageInputs(model, model.layer2, layer, passes(), batch_stats=True)
+    inner = StageInputs(model, model.layer2[1], layer, outer.passes(), batch_stats=True)
+    staged, m = layer_gram(model, layer, inner.passes(), batch_stats=True)
+    assert n == m and torch.equal(full, staged)
+
+    class Parts(nn.Module):  # a parent that calls its children one by one never calls the container
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+
+        def forward(self, x):
+            return self.body[1](self.body[0](x))
+
+    parts = Parts()
+    got = StageInputs(parts, parts.body, parts.body[1], full_passes(parts, [torch.randn(2, 3)], lambda m, b: m(b)),
+                      batch_stats=False)
+    assert got.runs is None
+
+    # a whole reconstruction through nested stages equals one through full passes, bit for bit
+    import slr_prune.engine.reconstruct as rec
+
+    results = []
+    for cached in (True, False):
+        if not cached:
+            monkeypatch.setattr(rec.StageInputs, "passes", lambda self: iter(()), raising=True)
+            monkeypatch.setattr(rec, "StageInputs", lambda *a, **k: type("Never", (), {"runs": None})())
+        torch.manual_seed(0)
+        net = task.build_model()
+        reconstruct(net, task, PruneSpec.uniform(0.8).resolve(net), Reconstruction("magnitude", 2), log=None)
+        results.append(net.state_dict())
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
 # ---- the layer problem --------------------------------------------------------------------------

@@ -26,9 +26,11 @@ from ..layerwise import (
     LAYER_TYPES,
     LayerProblem,
     Reconstruction,
+    StageInputs,
     check_form,
     damped,
     flat_weight,
+    full_passes,
     layer_gram,
     refit,
 )
@@ -40,6 +42,7 @@ from ..spec import PruneSpec
 from ..task import Task
 from ..utils import state_digest
 from .checkpoint import load_checkpoint, save_atomic
+from .distributed import is_main
 from .trainer import check_same_settings
 
 __all__ = ["reconstruct", "check_reconstruction", "per_layer_sets", "Layerwise"]
@@ -101,13 +104,15 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
         records = list(saved["records"])
         if log:
             log(f"layer-wise: resuming {str(path)!r} after {len(records)} of {len(names)} layers")
+    stages = _Stages(model, lambda: full_passes(model, task.calibration_batches(config.calibration_batches, seed),
+                                                lambda m, b: task.forward(m, b, device)), config.batch_stats)
     for i, name in enumerate(names):
         if name in masks:
             continue
         start = time.perf_counter()
         module = _module_of(model, name)
-        H, n = layer_gram(model, module, task.calibration_batches(config.calibration_batches, seed),
-                          lambda m, b: task.forward(m, b, device), batch_stats=config.batch_stats)
+        passes = stages.passes_for(name.rpartition(".")[0], module)
+        H, n = layer_gram(model, module, passes, batch_stats=config.batch_stats)
         calibrated = time.perf_counter()
         W = flat_weight(module).to(torch.float64)
         dtype = PRECISIONS[config.precision]
@@ -126,7 +131,7 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
         records.append({"layer": name, "shape": list(module.weight.shape), "inputs": n, "error_projection": before,
                         "error": after, "kept": int(mask.sum()), "seconds": seconds,
                         "calibration_seconds": calibrated - start, **info})
-        if path is not None:
+        if path is not None and is_main():  # every rank holds the same weights; one writes them
             save_atomic({"model": model.state_dict(), "masks": {k: v.cpu() for k, v in masks.items()},
                          "records": records, "settings": settings}, path)
         if log:
@@ -134,6 +139,41 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
                 f"{before:.4f} (projection) → {after:.4f} ({config.solver}{' + lstsq' if config.refit else ''}), "
                 f"{seconds:.1f} s")
     return Masks(masks), records
+
+
+class _Stages:
+    """The nested stages whose inputs are kept for the layer being calibrated (outermost first).
+
+    Moving to a layer drops the stages that do not contain it and captures the inputs of its
+    ancestors below the innermost kept one, each through the stage above it; an ancestor that the
+    forward pass does not call before the layer (a parent calling its children one by one) is
+    remembered and skipped.  Layers go in model order, so everything that runs before a kept
+    stage is final and its inputs stay valid."""
+
+    def __init__(self, model: nn.Module, full: Callable[[], Any], batch_stats: bool):
+        self.model, self.full, self.batch_stats = model, full, batch_stats
+        self.kept: list[tuple[str, StageInputs]] = []
+        self.uncalled: set[str] = set()
+
+    def _passes(self) -> Any:
+        return self.kept[-1][1].passes() if self.kept else self.full()
+
+    def passes_for(self, module_name: str, layer: nn.Module) -> Any:
+        while self.kept and not module_name.startswith(self.kept[-1][0] + "."):
+            self.kept.pop()
+        parts = module_name.split(".")
+        depth = len(self.kept[-1][0].split(".")) if self.kept else 0
+        for k in range(depth + 1, len(parts)):
+            ancestor = ".".join(parts[:k])
+            if ancestor in self.uncalled:
+                continue
+            inputs = StageInputs(self.model, self.model.get_submodule(ancestor), layer, self._passes(),
+                                 self.batch_stats)
+            if inputs.runs is None:
+                self.uncalled.add(ancestor)
+            else:
+                self.kept.append((ancestor, inputs))
+        return self._passes()
 
 
 LayerSolverName = Literal[tuple(LAYER_SOLVERS)]  # the command line's choices: every registered layer solver

@@ -3,7 +3,9 @@
 A layer's reconstruction error ‖X(W′ − W)ᵀ‖² depends on its inputs only through H.  `layer_gram`
 runs seeded calibration batches through the model (in eval mode, no gradients), captures the
 layer's input with a forward pre-hook, accumulates H in float64 and stops the forward pass right
-there, so a layer costs a forward pass up to itself.  Conv inputs are unfolded with the layer's
+there, so a layer costs a forward pass up to itself.  `StageInputs` keeps the inputs of a module
+that contains the layer (a ResNet stage, then its block) once the layers before it are final, so
+the layers inside it run only that module; stages nest.  Conv inputs are unfolded with the layer's
 stride, padding (any padding mode, 'same' included) and dilation; a grouped or depthwise conv gets
 one H per group.  Under torch.distributed each rank takes its share of the batches and the H are
 summed, so every rank solves the same problem.
@@ -11,7 +13,8 @@ summed, so every rank solves the same problem.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -19,9 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import SpecError
-
-__all__ = ["layer_gram", "flat_weight", "check_layer", "LAYER_TYPES"]
+__all__ = ["layer_gram", "full_passes", "flat_weight", "LAYER_TYPES", "StageInputs", "calibration_mode"]
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 """Layers whose reconstruction problem is defined here (a Conv1d is a Conv2d of height 1)."""
@@ -29,13 +30,6 @@ LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 class _Captured(Exception):
     """Raised by the hook once the layer's input is counted: the rest of the pass is not needed."""
-
-
-def check_layer(name: str, module: nn.Module) -> None:
-    """SpecError unless `module` is a layer the layer-wise problem covers."""
-    if not isinstance(module, LAYER_TYPES):
-        raise SpecError(f"{name}: layer-wise reconstruction covers Linear, Conv1d and Conv2d layers, not "
-                        f"{type(module).__name__}; exclude it or prune it with a training solver")
 
 
 def groups_of(module: nn.Module) -> int:
@@ -81,11 +75,105 @@ def _padding(module: nn.Module, kernel: tuple[int, ...], dilation: tuple[int, ..
     return (pw, pw, ph, ph)
 
 
+@contextmanager
+def calibration_mode(model: nn.Module, batch_stats: bool) -> Iterator[None]:
+    """Eval mode, with every BatchNorm on batch statistics when `batch_stats` (momentum 0: their
+    running statistics stay as they are); the modes and the batch counters are restored on exit."""
+    was_training = model.training
+    model.eval()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if batch_stats else []
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+        m.train()
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)  # the passes leave no trace in the state dict
+        model.train(was_training)
+
+
+def _rank_world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+Pass = Callable[[], Any]
+"""One calibration pass: runs (part of) the model on one batch; a pre-hook may stop it."""
+
+
+def full_passes(model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Module, Any], Any]) -> Iterator[Pass]:
+    """The whole model on this rank's share of the batches (every world-th, from its rank on)."""
+    rank, world = _rank_world()
+    for i, batch in enumerate(batches):
+        if i % world == rank:
+            yield lambda b=batch: forward(model, b)
+
+
+class StageInputs:
+    """The inputs of `stage`, a module that contains the layers being calibrated, on every
+    calibration batch: one pass up to the stage, then every layer inside it runs the stage alone.
+
+    Valid while the layers that run before the stage stay as they are (the reconstruction goes in
+    model order, so they are final).  `runs` is None when the stage is not called before `layer`
+    in the forward pass (a parent that calls its children one by one): calibrate with full passes.
+    """
+
+    def __init__(self, model: nn.Module, stage: nn.Module, layer: nn.Module, passes: Iterable[Pass],
+                 batch_stats: bool):
+        self.stage = stage
+        captured: list[tuple[Any, Any]] = []
+        reached: list[bool] = []
+
+        def at_stage(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            captured.append((args, kwargs))
+            raise _Captured
+
+        def at_layer(mod: nn.Module, args: tuple[Any, ...]) -> None:
+            reached.append(True)
+            raise _Captured
+
+        handles = [stage.register_forward_pre_hook(at_stage, with_kwargs=True),
+                   layer.register_forward_pre_hook(at_layer)]
+        try:
+            with torch.no_grad(), calibration_mode(model, batch_stats):
+                for run in passes:
+                    try:
+                        run()
+                    except _Captured:
+                        pass
+                    if reached:
+                        break
+        finally:
+            for h in handles:
+                h.remove()
+        self.runs = None if reached else captured
+
+    def passes(self) -> Iterator[Pass]:
+        """One call per batch: the stage on a copy of its inputs (a stage may change them in place)."""
+        for args, kwargs in self.runs or ():
+            yield lambda a=args, k=kwargs: self.stage(*_copy(a), **_copy(k))
+
+
+def _copy(tree: Any) -> Any:
+    if isinstance(tree, Tensor):
+        return tree.clone()
+    if isinstance(tree, tuple | list):
+        return type(tree)(_copy(t) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _copy(v) for k, v in tree.items()}
+    return tree
+
+
 @torch.no_grad()
-def layer_gram(model: nn.Module, module: nn.Module, batches: Iterable[Any],
-               forward: Callable[[nn.Module, Any], Any], batch_stats: bool = False) -> tuple[Tensor, int]:
+def layer_gram(model: nn.Module, module: nn.Module, passes: Iterable[Pass],
+               batch_stats: bool = False) -> tuple[Tensor, int]:
     """(H, n): H = Σ XᵀX over the calibration inputs of `module`, float64, shape (groups, d, d),
-    and n, the number of input vectors; `forward(model, batch)` runs the model on one batch.
+    and n, the number of input vectors; `passes` run the model (`full_passes`) or a stage of it
+    (`StageInputs.passes`) on the calibration batches.
 
     `batch_stats` normalises with each batch's own statistics in every BatchNorm (their running
     statistics are left as they are), so the inputs are those the pruned network will see once
@@ -99,30 +187,18 @@ def layer_gram(model: nn.Module, module: nn.Module, batches: Iterable[Any],
         state["n"] += cols.shape[1]
         raise _Captured
 
-    was_training = model.training
-    model.eval()
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if batch_stats else []
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0  # batch statistics in the pass, running statistics unchanged
-        m.train()
     handle = module.register_forward_pre_hook(hook)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     try:
-        for i, batch in enumerate(batches):
-            if i % world != rank:
-                continue
-            try:
-                forward(model, batch)
-            except _Captured:
-                continue
+        with calibration_mode(model, batch_stats):
+            for run in passes:
+                try:
+                    run()
+                except _Captured:
+                    continue
     finally:
         handle.remove()
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
-        model.train(was_training)
     H, n = state["H"], state["n"]
-    if world > 1:
+    if _rank_world()[1] > 1:
         d, g = module.weight[0].numel(), groups_of(module)
         H = torch.zeros(g, d, d, dtype=torch.float64, device=module.weight.device) if H is None else H
         count = torch.tensor([float(n)], dtype=torch.float64, device=H.device)
