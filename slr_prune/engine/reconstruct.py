@@ -134,6 +134,10 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
         if path is not None and is_main():  # every rank holds the same weights; one writes them
             save_atomic({"model": model.state_dict(), "masks": {k: v.cpu() for k, v in masks.items()},
                          "records": records, "settings": settings}, path)
+        if log and n < W.shape[-1]:
+            log(f"note: {name} saw {n} input vectors for {W.shape[-1]} weights per row: its problem is "
+                "underdetermined on the calibration data (the error shown is optimistic); give more "
+                "--calibration-batches")
         if log:
             log(f"layer {i + 1}/{len(names)} {name} {'×'.join(map(str, module.weight.shape))}: output error "
                 f"{before:.4f} (projection) → {after:.4f} ({config.solver}{' + lstsq' if config.refit else ''}), "
