@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 NAME = "demo"
-HELP = ("digits end to end: train a small CNN, prune it to 90% with SLR, ADMM and one-shot magnitude, "
-        "evaluate without retraining and after one fine-tuning epoch")
+HELP = ("digits end to end: train a small CNN, prune it to 90% with SLR, ADMM, one-shot magnitude and "
+        "zero-epoch layer-wise reconstruction, evaluate without retraining and after one fine-tuning epoch")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
