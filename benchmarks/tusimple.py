@@ -41,6 +41,7 @@ from slr_prune.adapters.lane import LaneTask
 from slr_prune.data.synthetic_lanes import write_synthetic_tusimple
 from slr_prune.data.tusimple import write_json_lines
 from slr_prune.engine import TrainConfig, Trainer, load_checkpoint, prune, resolve_device, save_atomic
+from slr_prune.solvers import SOLVERS
 from slr_prune.spec import PruneSpec
 
 
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             write_json_lines(out / f"{method}_{ratio:g}_predictions.json", task.predict(pruned, device))
             row = {"method": method, "ratio": ratio, "sparsity": result.sparsity,
                    "compression": total / max(1, nonzero), "params": total, "nonzero_params": nonzero,
-                   "epochs": args.epochs if method in ("slr", "admm") else 0, "finetune_epochs": args.finetune_epochs,
+                   "epochs": args.epochs if SOLVERS.get(method).trains else 0, "finetune_epochs": args.finetune_epochs,
                    "hard_prune": result.hard_prune, "hard_prune_bn": result.hard_prune_bn,
                    "finetuned": result.finetuned,
                    "per_epoch": result.epochs, "finetune_per_epoch": result.finetune, "seconds": result.seconds}

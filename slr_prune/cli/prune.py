@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..engine.reconstruct import check_reconstruction
+from ..engine.reconstruct import Layerwise, check_reconstruction
 from ..solvers import SOLVERS
 from .common import (
     bn_args,
@@ -93,19 +93,15 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
 def reconstruction(args: argparse.Namespace, methods: list[str]) -> Any:
     """The --reconstruct settings (from the layer-wise options), or None; layer-wise options that no
     method would use are refused rather than ignored."""
-    from ..layerwise import Reconstruction
-
     layerwise = [m for m in methods if SOLVERS.get(m).needs_task]
     given = {k: v for k, v in solver_options(args, "layerwise").items() if v is not None}
     if args.reconstruct:
         if layerwise:
             raise ValueError(f"--reconstruct applies to training methods; {', '.join(layerwise)} already "
                              "reconstructs layer by layer: drop --reconstruct or that method")
-        defaults = {f.name: f.default for f in dataclasses.fields(SOLVERS.get("layerwise").options)}
-        values = {**defaults, **given}
-        return Reconstruction(values["layer_solver"], values["calibration_batches"], values["damping"],
-                              values["refit"] == "lstsq", batch_stats=values["calibration_bn"] == "batch",
-                              precision=values["precision"])
+        options = dataclasses.asdict(SOLVERS.get("layerwise").options(**given))
+        del options["strategy"]  # the projector's, not the reconstruction's
+        return Layerwise.reconstruction(**options)
     if given and not layerwise:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags} set the layer-wise reconstruction: add --reconstruct, or use --method layerwise")

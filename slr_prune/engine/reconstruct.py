@@ -90,6 +90,7 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
     params = dict(model.named_parameters())
     sets = per_layer_sets(sets, {n: params[n].detach() for n in sets})
     solver = config.build_solver()
+    dtype = PRECISIONS[config.precision]
     names = list(sets)
     path = Path(checkpoint) if checkpoint is not None else None
     settings = {"reconstruction": config.fingerprint(), "seed": seed, "layers": names,
@@ -115,7 +116,6 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
         H, n = layer_gram(model, module, passes, batch_stats=config.batch_stats)
         calibrated = time.perf_counter()
         W = flat_weight(module).to(torch.float64)
-        dtype = PRECISIONS[config.precision]
         problem = LayerProblem(W.to(dtype), damped(H, config.damping).to(dtype), sets[name], module.weight.shape)
         new, mask, info = solver.solve(problem)
         if config.refit:
@@ -211,15 +211,24 @@ class Layerwise(Solver):
                  layer_options: Mapping[str, Any] | None = None, seed: int = 0,
                  checkpoint: str | Path | None = None, resume: bool = False, strategy: str = "auto"):
         super().__init__(model, spec, strategy=strategy)
+        self.config = self.reconstruction(layer_solver=layer_solver, calibration_batches=calibration_batches,
+                                          damping=damping, refit=refit, calibration_bn=calibration_bn,
+                                          precision=precision, layer_options=layer_options)
+        check_reconstruction(model, self.projector.sets, self.config)
+        self.task, self.seed, self.checkpoint, self.resume = task, seed, checkpoint, resume
+        self.records: list[dict[str, Any]] = []
+
+    @staticmethod
+    def reconstruction(*, layer_solver: str, calibration_batches: int, damping: float, refit: str,
+                       calibration_bn: str, precision: str, layer_options: Mapping[str, Any] | None) -> Reconstruction:
+        """The `Reconstruction` these options describe, checked (also what --reconstruct uses; the
+        defaults are the constructor's, read from the registry entry's options)."""
         if refit not in ("lstsq", "none"):
             raise ValueError(f"refit must be 'lstsq' or 'none', got {refit!r}")
         if calibration_bn not in ("batch", "running"):
             raise ValueError(f"calibration_bn must be 'batch' or 'running', got {calibration_bn!r}")
-        self.config = Reconstruction(layer_solver, calibration_batches, damping, refit == "lstsq",
-                                     dict(layer_options or {}), calibration_bn == "batch", precision)
-        check_reconstruction(model, self.projector.sets, self.config)
-        self.task, self.seed, self.checkpoint, self.resume = task, seed, checkpoint, resume
-        self.records: list[dict[str, Any]] = []
+        return Reconstruction(layer_solver, calibration_batches, damping, refit == "lstsq", dict(layer_options or {}),
+                              calibration_bn == "batch", precision)
 
     def step(self, closure: Any = None) -> dict[str, Any]:
         return {}

@@ -22,6 +22,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..bn import batchnorm_layers
+from ..evaluate import bn_state_kept
+
 __all__ = ["layer_gram", "full_passes", "flat_weight", "LAYER_TYPES", "StageInputs", "calibration_mode"]
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -77,23 +80,19 @@ def _padding(module: nn.Module, kernel: tuple[int, ...], dilation: tuple[int, ..
 
 @contextmanager
 def calibration_mode(model: nn.Module, batch_stats: bool) -> Iterator[None]:
-    """Eval mode, with every BatchNorm on batch statistics when `batch_stats` (momentum 0: their
-    running statistics stay as they are); the modes and the batch counters are restored on exit."""
+    """Eval mode, with every BatchNorm on batch statistics when `batch_stats`; the modes and every
+    BatchNorm buffer are restored on exit, so the passes leave no trace in the state dict."""
     was_training = model.training
     model.eval()
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if batch_stats else []
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
-             for m in norms]
-    for m in norms:
-        m.momentum = 0.0
-        m.train()
     try:
-        yield
+        if batch_stats:
+            with bn_state_kept(model):
+                for m in batchnorm_layers(model):
+                    m.train()
+                yield
+        else:
+            yield
     finally:
-        for m, (momentum, tracked) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)  # the passes leave no trace in the state dict
         model.train(was_training)
 
 
@@ -103,6 +102,17 @@ def _rank_world() -> tuple[int, int]:
 
 Pass = Callable[[], Any]
 """One calibration pass: runs (part of) the model on one batch; a pre-hook may stop it."""
+
+
+def _drain(passes: Iterable[Pass], done: Callable[[], bool] = lambda: False) -> None:
+    """Run the passes (each stopped by a hook) until they run out or `done()`."""
+    for run in passes:
+        try:
+            run()
+        except _Captured:
+            pass
+        if done():
+            return
 
 
 def full_passes(model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Module, Any], Any]) -> Iterator[Pass]:
@@ -140,13 +150,7 @@ class StageInputs:
                    layer.register_forward_pre_hook(at_layer)]
         try:
             with torch.no_grad(), calibration_mode(model, batch_stats):
-                for run in passes:
-                    try:
-                        run()
-                    except _Captured:
-                        pass
-                    if reached:
-                        break
+                _drain(passes, lambda: bool(reached))
         finally:
             for h in handles:
                 h.remove()
@@ -190,11 +194,7 @@ def layer_gram(model: nn.Module, module: nn.Module, passes: Iterable[Pass],
     handle = module.register_forward_pre_hook(hook)
     try:
         with calibration_mode(model, batch_stats):
-            for run in passes:
-                try:
-                    run()
-                except _Captured:
-                    continue
+            _drain(passes)
     finally:
         handle.remove()
     H, n = state["H"], state["n"]

@@ -197,14 +197,12 @@ class SLRLayer(_Splitting):
         self.g_last = float(torch.linalg.vector_norm(V0 - ZQ))
         self.held = [0, 0]
 
-    def _lagrangian(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float) -> float:
-        diff = V - ZQ
-        f = (self.e * (V - self.V0) ** 2).sum()
-        return float(f + (Lq * diff).sum() + 0.5 * rho * (diff * diff).sum())
-
     def _penalty(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float) -> float:
         diff = V - ZQ
         return float((Lq * diff).sum() + 0.5 * rho * (diff * diff).sum())
+
+    def _lagrangian(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float) -> float:
+        return float((self.e * (V - self.V0) ** 2).sum()) + self._penalty(V, ZQ, Lq, rho)
 
     def _update(self, V: Tensor, ZQ: Tensor, Lq: Tensor, rho: float) -> Tensor:
         g = float(torch.linalg.vector_norm(V - ZQ))
