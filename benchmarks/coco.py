@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from slr_prune.adapters.yolo import YoloTask
-    from slr_prune.engine import TrainConfig, Trainer, load_checkpoint, prune, resolve_device
+    from slr_prune.artifact import load_artifact
+    from slr_prune.engine import TrainConfig, Trainer, prune, resolve_device
     from slr_prune.export import export_ultralytics
     from slr_prune.metrics import cost_summary
     from slr_prune.solvers import SOLVERS
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     model = task.build_model()
     start = time.perf_counter()
     if args.dense_checkpoint:
-        model.load_state_dict(load_checkpoint(args.dense_checkpoint)["model"])
+        load_artifact(args.dense_checkpoint).build(model)
     if args.dense_epochs:
         Trainer(task, model, TrainConfig(epochs=args.dense_epochs, lr=args.dense_lr, optimizer="adam",
                                          seed=args.seed, device=args.device, progress=progress), desc="dense").fit()

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from slr_prune import PruneSpec
-from slr_prune.engine import TrainConfig, Trainer, load_checkpoint, prune
+from slr_prune.artifact import load_artifact
+from slr_prune.engine import TrainConfig, Trainer, prune
 from slr_prune.report import plot_hard_prune_curves
 
 METHODS = ("slr", "admm", "magnitude")
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace, make_task: Callable[[int], Any], name: str) ->
         model = task.build_model()
         common = dict(device=args.device, progress=not args.no_progress, seed=seed)
         if args.checkpoint:
-            model.load_state_dict(load_checkpoint(args.checkpoint)["model"])
+            load_artifact(args.checkpoint).build(model)
         else:
             print(f"[seed {seed}] training the dense {args.model} for {args.dense_epochs} epochs", file=sys.stderr)
             Trainer(task, model, TrainConfig(epochs=args.dense_epochs, lr=args.dense_lr, **common), desc="dense").fit()

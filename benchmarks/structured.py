@@ -43,8 +43,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from slr_prune.adapters import ClassificationTask  # noqa: E402
+from slr_prune.artifact import Artifact, load_artifact, save_artifact  # noqa: E402
 from slr_prune.engine import TrainConfig, Trainer, resolve_device  # noqa: E402
-from slr_prune.engine.checkpoint import load_checkpoint, save_atomic  # noqa: E402
 from slr_prune.structured import CRITERIA, structured_prune, torch_pruning_baseline  # noqa: E402
 
 ALL_CRITERIA = tuple(CRITERIA.list())
@@ -94,12 +94,12 @@ def dense_model(args: argparse.Namespace, task: ClassificationTask, out: Path) -
     path = out / f"{task.name}-dense-e{args.dense_epochs}-s{args.seed}.pt"
     model = task.build_model()
     if path.is_file():
-        model.load_state_dict(load_checkpoint(path)["model"])
+        load_artifact(path).build(model)
         return model, {"cached": str(path)}
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     Trainer(task, model, config(args, args.dense_epochs, args.dense_lr), desc="dense").fit()
-    save_atomic({"model": model.state_dict(), "task": task.record()}, path)
+    save_artifact(Artifact.of(model, task), path)
     return model, {"trained_seconds": time.perf_counter() - t0, "path": str(path)}
 
 

@@ -38,9 +38,10 @@ from typing import Any
 import torch
 
 from slr_prune.adapters.lane import LaneTask
+from slr_prune.artifact import Artifact, load_artifact, save_artifact
 from slr_prune.data.synthetic_lanes import write_synthetic_tusimple
 from slr_prune.data.tusimple import write_json_lines
-from slr_prune.engine import TrainConfig, Trainer, load_checkpoint, prune, resolve_device, save_atomic
+from slr_prune.engine import TrainConfig, Trainer, prune, resolve_device
 from slr_prune.solvers import SOLVERS
 from slr_prune.spec import PruneSpec
 
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     model = task.build_model()
     dense_history: list[dict[str, Any]] = []
     if args.checkpoint:
-        model.load_state_dict(load_checkpoint(args.checkpoint)["model"])
+        load_artifact(args.checkpoint).build(model)
     else:
         print(f"training the dense model for {args.dense_epochs} epochs (Adam {args.dense_lr}, cosine) ...", flush=True)
         config = TrainConfig(epochs=args.dense_epochs, lr=args.dense_lr, optimizer="adam", weight_decay=1e-4,
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({record['seconds']:.0f} s)", flush=True)
 
         dense_history = Trainer(task, model, config, callbacks=[show], desc="dense").fit()
-        save_atomic({"model": model.state_dict(), "task": task.record()}, out / "dense.pt")
+        save_artifact(Artifact.of(model, task), out / "dense.pt")
     model.to(device)
     dense = task.evaluate(model, device)
     dense_seconds = time.perf_counter() - start

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from slr_prune.artifact import load_artifact, save_artifact
 from slr_prune.cli import main
 
 # (argv, text the error must contain); {dense}, {pruned}, ... are files the fixture writes.
@@ -123,12 +124,12 @@ def files(tmp_path_factory):
     dense = root / "d" / "dense.pt"
     assert main(["prune", "--checkpoint", str(dense), "--method", "magnitude", "--ratio", "0.5", "--finetune-epochs",
                  "0", "--no-progress", "--bn-batches", "0", "--out", str(root / "p")]) == 0
-    state = torch.load(dense, weights_only=True)
-    state["model"]["features.0.weight"][0, 0, 0, 0] = math.nan
-    torch.save(state, root / "nan.pt")
-    pruned = torch.load(root / "p" / "pruned.pt", weights_only=True)
-    pruned["masks"] = {k: v.float() * 0.5 for k, v in pruned["masks"].items()}
-    torch.save(pruned, root / "float_masks.pt")
+    state = load_artifact(dense)  # rewritten through the artifact path, so their digests are valid
+    state.state_dict["features.0.weight"][0, 0, 0, 0] = math.nan
+    save_artifact(state, root / "nan.pt")
+    pruned = load_artifact(root / "p" / "pruned.pt")
+    pruned.masks = {k: v.float() * 0.5 for k, v in pruned.masks.items()}
+    save_artifact(pruned, root / "float_masks.pt")
     (root / "corrupt.pt").write_bytes(b"\x00not a checkpoint")
     (root / "bad.yaml").write_text("rules:\n  - {pattern: '*', ratio: 0.5\n")
     (root / "wrong.yaml").write_text("rules: []\nexlude: []\n")

@@ -45,7 +45,7 @@ def test_train_prune_evaluate_finetune_chain(capsys, tmp_path):
     import torch
     ft = torch.load(tmp_path / "ft" / "finetuned.pt", weights_only=True)
     for name, mask in ft["masks"].items():
-        assert torch.all(ft["model"][name][~mask] == 0)  # fine-tuning kept the zeros
+        assert torch.all(ft["state_dict"][name][~mask] == 0)  # fine-tuning kept the zeros
 
 
 def test_compare_from_a_config_file(capsys, tmp_path):

@@ -5,7 +5,8 @@ import torch
 
 from slr_prune import PruneSpec
 from slr_prune.adapters import ClassificationTask
-from slr_prune.engine import TrainConfig, Trainer, load_checkpoint, prune, save_atomic
+from slr_prune.artifact import Artifact, load_artifact, save_artifact
+from slr_prune.engine import TrainConfig, Trainer, prune
 from slr_prune.evaluate import hard_prune_metrics, sparsity_sweep
 from slr_prune.metrics import cost_summary
 from slr_prune.sets import Projector
@@ -56,15 +57,15 @@ def test_a_resumed_prune_run_matches_an_uninterrupted_one(task, tmp_path):
     model_a, a = run_prune(task, tmp_path / "a")
     with pytest.raises(Stop):
         run_prune(task, tmp_path / "b", stop_at=2)
-    assert load_checkpoint(tmp_path / "b" / "slr.pt")["epoch"] == 2
+    assert load_artifact(tmp_path / "b" / "slr.pt").phase["epoch"] == 2
     model_b, b = run_prune(task, tmp_path / "b", resume=True)
     assert [e["solver"] for e in a.epochs] == [e["solver"] for e in b.epochs]
     assert a.hard_prune == b.hard_prune and a.finetune[-1]["accuracy"] == b.finetune[-1]["accuracy"]
     for (n, p), (_, q) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
         assert torch.equal(p, q), n
-    saved = load_checkpoint(tmp_path / "b" / "pruned.pt")
-    for n, mask in saved["masks"].items():
-        assert torch.all(saved["model"][n][~mask] == 0) and torch.equal(saved["model"][n], model_b.state_dict()[n])
+    saved = load_artifact(tmp_path / "b" / "pruned.pt")
+    for n, mask in saved.masks.items():
+        assert torch.all(saved.state_dict[n][~mask] == 0) and torch.equal(saved.state_dict[n], model_b.state_dict()[n])
 
 
 def test_prune_reaches_exactly_the_target_and_reports(task):
@@ -87,21 +88,21 @@ def test_nan_loss_stops_training_with_a_clear_error(task):
 
 
 def test_checkpoints_are_atomic_and_corrupt_ones_are_named(tmp_path):
-    path = save_atomic({"x": torch.ones(3)}, tmp_path / "c.pt")
+    path = save_artifact(Artifact({"x": torch.ones(3)}), tmp_path / "c.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
-    assert torch.equal(load_checkpoint(path)["x"], torch.ones(3))
+    assert torch.equal(load_artifact(path).state_dict["x"], torch.ones(3))
     path.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="c.pt' is corrupt"):
-        load_checkpoint(path)
+        load_artifact(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_checkpoint(tmp_path / "none.pt")
+        load_artifact(tmp_path / "none.pt")
 
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        save_atomic({"bad": Unpicklable()}, tmp_path / "c.pt")
+        save_artifact(Artifact({"x": torch.ones(3)}, result={"bad": Unpicklable()}), tmp_path / "c.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
 
 

@@ -384,7 +384,7 @@ def test_layerwise_method_and_reconstructed_final_hard_prune_through_prune(tmp_p
     assert sum(r["error"] for r in one.layerwise) < sum(r["error_projection"] for r in one.layerwise)
     assert not (tmp_path / "a" / "layerwise.pt").exists()  # progress removed once pruned.pt is written
     saved = torch.load(tmp_path / "a" / "pruned.pt", weights_only=True)
-    assert saved["settings"]["solver_options"]["layer_solver"] == "admm"
+    assert saved["provenance"]["settings"]["solver_options"]["layer_solver"] == "admm"
 
     trained = prune(copy.deepcopy(dense), task, spec, "slr", bn_batches=2,
                     train=TrainConfig(epochs=1, device="cpu", progress=False, lr=0.01),

@@ -107,20 +107,20 @@ def test_search_is_reproducible_from_its_seed_and_from_resume(task, tmp_path):
 
 def test_resume_mid_search_equals_uninterrupted(task, tmp_path, monkeypatch):
     import slr_prune.search.bilevel as search_module
-    from slr_prune.engine import save_atomic
+    from slr_prune.artifact import load_artifact, save_artifact
 
     config = SearchConfig(epochs=2, **TINY)
     _, whole = search(task, Unstructured(0.9), config)
 
     def crash_after_saving(obj, path):  # the process dies right after the first epoch's checkpoint
-        save_atomic(obj, path)
+        save_artifact(obj, path)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(search_module, "save_atomic", crash_after_saving)
+    monkeypatch.setattr(search_module, "save_artifact", crash_after_saving)
     with pytest.raises(KeyboardInterrupt):
         search(task, Unstructured(0.9), config, checkpoint=tmp_path / "s.pt")
     monkeypatch.undo()
-    assert torch.load(tmp_path / "s.pt", weights_only=True)["epoch"] == 1
+    assert load_artifact(tmp_path / "s.pt").phase["epoch"] == 1
     _, resumed = search(task, Unstructured(0.9), config, checkpoint=tmp_path / "s.pt", resume=True)
     assert resumed.epochs == whole.epochs and resumed.genotype == whole.genotype
 
@@ -147,7 +147,7 @@ def test_derived_network_trains_prunes_and_exports(task, tmp_path):
     assert (tmp_path / "genotype.json").is_file() and (tmp_path / "cells.png").stat().st_size > 0
     assert abs(result.pruned.sparsity - 0.9) < 1e-3 and result.pruned.hard_prune_bn is not None
     model = derived_network(Genotype.load(tmp_path / "genotype.json"), task, SearchConfig(**TINY))
-    model.load_state_dict(torch.load(tmp_path / "prune" / "pruned.pt", weights_only=True)["model"])
+    model.load_state_dict(torch.load(tmp_path / "prune" / "pruned.pt", weights_only=True)["state_dict"])
     x = task.example_input(2)
     path = export_onnx(model, tmp_path / "m.onnx", x)
     assert onnx_max_difference(path, model, x) < 1e-4

@@ -98,7 +98,7 @@ def test_finished_run_resumed(capsys, tmp_path, dense):
     assert main([*PRUNE, "--checkpoint", str(dense), "--out", str(out), "--resume"]) == 0
     assert "is a finished run with these settings" in capsys.readouterr().out
     again = torch.load(out / "pruned.pt", weights_only=True)
-    assert all(torch.equal(first["model"][k], again["model"][k]) for k in first["model"])
+    assert all(torch.equal(first["state_dict"][k], again["state_dict"][k]) for k in first["state_dict"])
     assert main([*PRUNE, "--checkpoint", str(dense), "--out", str(out), "--resume", "--epochs", "3"]) == 2
     assert "train.epochs: 2 → 3" in capsys.readouterr().err
     other = tmp_path / "other"
@@ -127,7 +127,7 @@ def test_solver_state_scalars_are_checked(key, value, message):
 
 
 def test_checkpoints_get_the_normal_file_mode_and_orphans_go(tmp_path):
-    from slr_prune.engine import save_atomic
+    from slr_prune.artifact import save_atomic
 
     orphan = tmp_path / ".model.pt.abc123"
     orphan.write_bytes(b"half a checkpoint from a killed write")
@@ -173,7 +173,7 @@ def test_a_killed_run_resumes_bit_identical(tmp_path, dense, phase):
     assert not _kill_when([*argv, "--out", str(run), "--resume"], tmp_path / "never")
     a = torch.load(tmp_path / "whole" / "pruned.pt", weights_only=True)
     b = torch.load(run / "pruned.pt", weights_only=True)
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert a["result"]["finetune"][-1]["accuracy"] == b["result"]["finetune"][-1]["accuracy"]
     assert not orphan.exists()
 

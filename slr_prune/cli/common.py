@@ -9,7 +9,7 @@ import json
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import adapters  # noqa: F401  (registers the built-in tasks)
 from ..data.imagefolder import AUGMENTS
@@ -17,8 +17,11 @@ from ..errors import SpecError, StateError
 from ..solvers import SOLVERS
 from ..task import TASKS
 
+if TYPE_CHECKING:
+    from ..artifact import Artifact
+
 __all__ = ["HelpFormatter", "task_args", "train_args", "spec_args", "solver_args", "bn_args", "run_folder_args",
-           "make_task", "make_spec", "check_out", "is_structured", "train_config", "solver_options", "load_model",
+           "make_task", "make_spec", "check_out", "train_config", "solver_options", "load_model",
            "write_run_files", "environment"]
 
 
@@ -152,8 +155,8 @@ def make_spec(args: argparse.Namespace, task: Any = None):
     return PruneSpec.uniform(args.ratio, form=args.form, **options)
 
 
-def make_task(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None):
-    """The task named by --task; options missing on the command line come from the checkpoint."""
+def make_task(args: argparse.Namespace, artifact: Artifact | None = None):
+    """The task named by --task; options missing on the command line come from the artifact."""
     from ..engine.trainer import check_seed
     from ..task import create_task
 
@@ -165,8 +168,8 @@ def make_task(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None
         check_seed(args.seed)
     except ValueError as e:
         raise ValueError(f"--seed: {e}") from e
-    saved = dict((checkpoint or {}).get("task", {}))  # every option the task recorded
-    name = args.task or (checkpoint or {}).get("task_name") or "classification"
+    saved = dict(artifact.task or {}) if artifact is not None else {}  # every option the task recorded
+    name = args.task or (artifact.task_name if artifact is not None else None) or "classification"
     given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size,
              "augment": getattr(args, "augment", None),
              "trust_checkpoint": getattr(args, "trust_checkpoint", False) or None}
@@ -228,37 +231,20 @@ def check_solver_options(method: str, options: dict[str, Any]) -> None:
 
 
 def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
-    """(task, model, checkpoint) from --checkpoint: a dense or unstructured-pruned state dict, or a
-    structured pruned file (the model resized to its record); without one, a fresh model."""
-    from ..engine import load_checkpoint
-    from ..structured.record import load_pruned
+    """(task, model, artifact) from --checkpoint: any file slr_prune wrote (a resized model is
+    rebuilt from its structure record) or a plain state dict; without one, a fresh model."""
+    from ..artifact import load_artifact
 
-    checkpoint = load_checkpoint(args.checkpoint) if args.checkpoint else None
-    if checkpoint is None and need_checkpoint:
+    artifact = load_artifact(args.checkpoint) if args.checkpoint else None
+    if artifact is None and need_checkpoint:
         raise FileNotFoundError("--checkpoint is required")
-    if checkpoint is not None and is_structured(checkpoint):
-        check_finite(checkpoint.get("state_dict", {}), args.checkpoint)
-        task = make_task(args, checkpoint.get("extra", {}))
-        model, _ = load_pruned(args.checkpoint, task.build_model())
-        return task, model, checkpoint
-    if checkpoint is not None:
-        check_finite(checkpoint.get("model", {}), args.checkpoint)
-    task = make_task(args, checkpoint)
+    if artifact is not None:
+        check_finite(artifact.state_dict, args.checkpoint)
+    task = make_task(args, artifact)
     model = task.build_model()
-    if checkpoint is not None:
-        try:
-            model.load_state_dict(checkpoint["model"])
-        except (KeyError, RuntimeError) as e:
-            raise StateError(f"checkpoint {args.checkpoint!r} does not fit the task's model ({task.name}): "
-                             f"{str(e).splitlines()[0]}") from e
-    return task, model, checkpoint
-
-
-def is_structured(checkpoint: Any) -> bool:
-    """Whether a loaded file was written by structured pruning (slr_prune.structured.save_pruned)."""
-    from ..structured.record import FORMAT
-
-    return isinstance(checkpoint, dict) and checkpoint.get("format") == FORMAT
+    if artifact is not None:
+        artifact.build(model, f"checkpoint {args.checkpoint!r} ({task.name})")
+    return task, model, artifact
 
 
 def check_finite(state: Any, path: str) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..task import task_name
 from ..utils import state_digest
 from .common import (
     check_out,
-    is_structured,
     load_model,
     run_folder_args,
     task_args,
@@ -29,15 +27,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..engine import Trainer, save_atomic
+    from ..artifact import Artifact, save_artifact
+    from ..engine import Trainer
     from ..masks import Masks, squash
-    from ..structured.record import save_pruned
 
     out = check_out(args.out)
-    task, model, checkpoint = load_model(args)
+    task, model, artifact = load_model(args)
     source = state_digest(model)
     names = [n for n, p in model.named_parameters() if p.dim() > 1]
-    masks = Masks(checkpoint["masks"]) if "masks" in checkpoint else Masks.from_model(model, names)
+    masks = Masks(artifact.masks) if artifact.masks is not None else Masks.from_model(model, names)
     masks.attach(model)
     state = out / "finetune.state.pt"
     config = train_config(args, checkpoint=str(state), resume=args.resume,
@@ -45,11 +43,9 @@ def run(args: argparse.Namespace) -> None:
     history = Trainer(task, model, config, desc="finetune").fit()
     squash(model)
     metrics = task.evaluate(model, next(model.parameters()).device)
-    if is_structured(checkpoint):  # a resized model: keep its structure record with the weights
-        save_pruned(out / "finetuned.pt", model, {**checkpoint.get("extra", {}), "metrics": metrics})
-    else:
-        save_atomic({"model": model.state_dict(), "masks": masks.state_dict(), "task": task.record(),
-                     "task_name": task_name(task), "metrics": metrics}, out / "finetuned.pt")
+    save_artifact(Artifact.of(model, task, masks=masks.state_dict(), result={**(artifact.result or {}),
+                                                                             "metrics": metrics}),
+                  out / "finetuned.pt")
     if not args.keep_checkpoints:
         state.unlink(missing_ok=True)
     report = write_run_files(out, args, {"metrics": metrics, "history": history}, task=task.record(),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..structured.criteria import CRITERIA
-from .common import check_out, load_model, make_task, solver_args, task_args, train_args, train_config, write_run_files
+from .common import check_out, load_model, solver_args, task_args, train_args, train_config, write_run_files
 from .options import add_entry_options, entry_options
 
 NAME = "structured"
@@ -99,13 +99,8 @@ def _evaluate_saved(args: argparse.Namespace) -> None:
     from ..engine import resolve_device
     from ..metrics import cost_summary
     from ..metrics.latency import measure_latency
-    from ..structured.record import load_pruned
 
-    payload = torch.load(args.load, map_location="cpu", weights_only=True) if Path(args.load).is_file() else None
-    if payload is None:
-        raise FileNotFoundError(f"--load {args.load!r} does not exist")
-    task = make_task(args, payload.get("extra", {}))
-    model, _ = load_pruned(args.load, task.build_model())
+    task, model, _ = load_model(argparse.Namespace(**{**vars(args), "checkpoint": args.load}))
     device = resolve_device(args.device)
     model.to(device)
     costs = cost_summary(model, task.example_input())

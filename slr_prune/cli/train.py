@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..engine import Trainer, save_atomic
+    from ..artifact import Artifact, save_artifact
+    from ..engine import Trainer
 
     if Path(args.out).suffix == ".pt":
         raise ValueError(f"--out {args.out!r} is a file name; --out names a run folder (dense.pt is written into it)")
@@ -32,7 +33,6 @@ def run(args: argparse.Namespace) -> None:
     if not args.keep_checkpoints:
         Path(config.checkpoint).unlink(missing_ok=True)
     metrics = task.evaluate(model, next(model.parameters()).device)
-    save_atomic({"model": model.state_dict(), "task": task.record(), "task_name": task_name(task), "metrics": metrics,
-                 "history": history}, out / "dense.pt")
+    save_artifact(Artifact.of(model, task, result={"metrics": metrics, "history": history}), out / "dense.pt")
     report = write_run_files(out, args, {"metrics": metrics, "history": history}, task=task.record())
     print(f"dense {task.metric}: {100 * metrics[task.metric]:.2f}%\ncheckpoint: {out / 'dense.pt'}\nreport: {report}")

@@ -1,8 +1,8 @@
-"""Training engine: the loop, checkpoints, DDP glue and the one-call pruning workflow."""
+"""Training engine: the loop, DDP glue and the one-call pruning workflow."""
 
-from .checkpoint import load_checkpoint, save_atomic
+from ..artifact import Artifact, load_artifact, save_artifact
 from .pruning import PruneResult, prune
 from .trainer import TrainConfig, Trainer, resolve_device
 
-__all__ = ["Trainer", "TrainConfig", "resolve_device", "save_atomic", "load_checkpoint", "prune",
+__all__ = ["Trainer", "TrainConfig", "resolve_device", "Artifact", "save_artifact", "load_artifact", "prune",
            "PruneResult"]

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..artifact import Artifact, load_artifact, save_artifact
 from ..evaluate import BN_BATCHES, check_bn_batches, hard_prune_metrics, recalibrate_task_bn
 from ..layerwise import Reconstruction
 from ..masks import Masks, squash
@@ -29,7 +30,6 @@ from ..spec import PruneSpec
 from ..task import Task, task_name
 from ..utils import state_digest
 from . import distributed as dist_utils
-from .checkpoint import load_checkpoint, save_atomic
 from .reconstruct import check_reconstruction
 from .reconstruct import reconstruct as reconstruct_layers
 from .trainer import TrainConfig, Trainer, check_same_settings, resolve_device
@@ -166,9 +166,8 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
         reconstruction=reconstruct.fingerprint() if reconstruct else None,
     )
     if out is not None and dist_utils.is_main():
-        save_atomic({"model": model.state_dict(), "masks": Masks(masks).state_dict(), "task": task.record(),
-                     "task_name": task_name(task), "result": result.to_dict(), "settings": everything},
-                    out / "pruned.pt")
+        save_artifact(Artifact.of(model, task, masks=Masks(masks).state_dict(), result=result.to_dict(),
+                                  provenance={"settings": everything}), out / "pruned.pt")
         if not keep_checkpoints:
             for phase in (out / f"{method}.pt", out / "finetune.pt", out / "layerwise.pt", out / "reconstruct.pt"):
                 phase.unlink(missing_ok=True)
@@ -177,11 +176,11 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
 
 def _finished(model: nn.Module, path: Path, settings: dict[str, Any]) -> PruneResult:
     """A run already completed in `path` with the same settings: load its model and result."""
-    saved = load_checkpoint(path)
-    check_same_settings(saved.get("settings"), settings, path)
-    model.load_state_dict(saved["model"])
+    saved = load_artifact(path)
+    check_same_settings(saved.settings, settings, path)
+    saved.build(model, f"{str(path)!r}")
     print(f"note: {str(path)!r} is a finished run with these settings; nothing to do (its result is reported)")
-    return PruneResult(**saved["result"])
+    return PruneResult(**saved.result)
 
 
 def _spec_record(spec: PruneSpec | Mapping[str, ConstraintSet]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..artifact import Artifact, load_artifact, save_artifact
 from ..errors import SpecError, StateError
 from ..layerwise import (
     LAYER_SOLVERS,
@@ -41,7 +42,6 @@ from ..solvers import Solver, register_solver
 from ..spec import PruneSpec
 from ..task import Task
 from ..utils import state_digest
-from .checkpoint import load_checkpoint, save_atomic
 from .distributed import is_main
 from .trainer import check_same_settings
 
@@ -98,11 +98,11 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
     masks: dict[str, torch.Tensor] = {}
     records: list[dict[str, Any]] = []
     if resume and path is not None and path.is_file():
-        saved = load_checkpoint(path, map_location=device)
-        check_same_settings(saved.get("settings"), settings, path)
-        model.load_state_dict(saved["model"])
-        masks = {n: m.to(device) for n, m in saved["masks"].items()}
-        records = list(saved["records"])
+        saved = load_artifact(path, map_location=device)
+        check_same_settings(saved.settings, settings, path)
+        model.load_state_dict(saved.state_dict)
+        masks = {n: m.to(device) for n, m in (saved.masks or {}).items()}
+        records = list((saved.phase or {}).get("records", []))
         if log:
             log(f"layer-wise: resuming {str(path)!r} after {len(records)} of {len(names)} layers")
     stages = _Stages(model, lambda: full_passes(model, task.calibration_batches(config.calibration_batches, seed),
@@ -132,8 +132,8 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
                         "error": after, "kept": int(mask.sum()), "seconds": seconds,
                         "calibration_seconds": calibrated - start, **info})
         if path is not None and is_main():  # every rank holds the same weights; one writes them
-            save_atomic({"model": model.state_dict(), "masks": {k: v.cpu() for k, v in masks.items()},
-                         "records": records, "settings": settings}, path)
+            save_artifact(Artifact.of(model, task, masks={k: v.cpu() for k, v in masks.items()},
+                                      phase={"records": records}, provenance={"settings": settings}), path)
         if log and n < W.shape[-1]:
             log(f"note: {name} saw {n} input vectors for {W.shape[-1]} weights per row: its problem is "
                 "underdetermined on the calibration data (the error shown is optimistic); give more "

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..artifact import Artifact, load_artifact, save_artifact
 from ..errors import StateError
 from ..probe import probe_closure
 from ..solvers.base import Solver
 from ..task import Task
 from . import distributed as dist_utils
-from .checkpoint import load_checkpoint, save_atomic
 
 __all__ = ["TrainConfig", "Trainer", "resolve_device", "seed_everything"]
 
@@ -224,19 +224,17 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The phase state a resume needs besides the model's weights."""
         return {
             "epoch": self.epoch,
-            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "solver": self.solver.state_dict() if self.solver is not None else None,
             "history": self.history,
             "config": asdict(self.config),
-            "settings": self.config.fingerprint(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.solver is not None:
@@ -249,13 +247,18 @@ class Trainer:
     def _maybe_resume(self) -> None:
         c = self.config
         if c.resume and c.checkpoint and Path(c.checkpoint).is_file():
-            state = load_checkpoint(c.checkpoint, map_location=self.device)
-            check_same_settings(state.get("settings"), c.fingerprint(), c.checkpoint)
-            self.load_state_dict(state)
+            saved = load_artifact(c.checkpoint, map_location=self.device)
+            check_same_settings(saved.settings, c.fingerprint(), c.checkpoint)
+            if saved.phase is None:
+                raise StateError(f"--resume: {c.checkpoint!r} holds no training phase state; it is not a "
+                                 "phase checkpoint")
+            self.model.load_state_dict(saved.state_dict)
+            self.load_state_dict(saved.phase)
 
     def _save(self) -> None:
         if self.config.checkpoint and dist_utils.is_main():
-            save_atomic(self.state_dict(), self.config.checkpoint)
+            save_artifact(Artifact.of(self.model, self.task, phase=self.state_dict(),
+                                      provenance={"settings": self.config.fingerprint()}), self.config.checkpoint)
 
     # ---- the loop -----------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:

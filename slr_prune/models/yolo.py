@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 __all__ = ["MODEL_CONFIGS", "HEAD_EXCLUSIONS", "import_ultralytics", "build_detection_model", "load_detection_model",
-           "check_detection_model", "head_exclusions", "onnx_export_mode"]
+           "check_detection_model", "head_exclusions"]
 
 # model name → bundled ultralytics yaml stem (yolov3u / yolov3-tinyu are the same anchor-free models)
 MODEL_CONFIGS: dict[str, str] = {
@@ -184,13 +184,3 @@ def head_exclusions(model: nn.Module, mode: str = "last") -> tuple[str, ...]:
     if isinstance(getattr(head, "dfl", None), nn.Module) and hasattr(head.dfl, "conv"):
         names.append(f"{detect}.dfl.conv.weight")
     return tuple(names)
-
-
-def onnx_export_mode(model: nn.Module) -> None:
-    """Put ultralytics heads in ONNX export mode (one output tensor); a no-op for any other model."""
-    for m in model.modules():
-        if type(m).__module__.startswith("ultralytics.nn.modules") and hasattr(type(m), "export"):
-            m.export = True
-            m.format = "onnx"
-            if hasattr(m, "dynamic"):
-                m.dynamic = False

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..engine.checkpoint import load_checkpoint, save_atomic
+from ..artifact import Artifact, load_artifact, save_artifact
 from ..engine.trainer import check_same_settings, check_seed, resolve_device, seed_everything
 from ..sets import ConstraintSet
 from ..task import Task
@@ -115,9 +115,10 @@ def search(task: Task, sparsity: ConstraintSet, config: SearchConfig | None = No
     history: list[dict[str, Any]] = []
     epoch = 0
     if resume and checkpoint and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint, map_location=device)
-        check_same_settings(state.get("settings"), fingerprint, checkpoint)
-        net.load_state_dict(state["model"])
+        saved = load_artifact(checkpoint, map_location=device)
+        check_same_settings(saved.settings, fingerprint, checkpoint)
+        net.load_state_dict(saved.state_dict)
+        state = saved.phase or {}
         w_opt.load_state_dict(state["w_opt"])
         a_opt.load_state_dict(state["a_opt"])
         sched.load_state_dict(state["sched"])
@@ -165,9 +166,10 @@ def search(task: Task, sparsity: ConstraintSet, config: SearchConfig | None = No
             "alpha_reduce": F.softmax(net.alpha_reduce, -1).tolist(),
             "genotype": genotype.to_dict()})
         if checkpoint:
-            save_atomic({"epoch": epoch, "model": net.state_dict(), "w_opt": w_opt.state_dict(),
-                         "a_opt": a_opt.state_dict(), "sched": sched.state_dict(), "history": history,
-                         "settings": fingerprint}, checkpoint)
+            save_artifact(Artifact.of(net, phase={"epoch": epoch, "w_opt": w_opt.state_dict(),
+                                                  "a_opt": a_opt.state_dict(), "sched": sched.state_dict(),
+                                                  "history": history},
+                                      provenance={"settings": fingerprint}), checkpoint)
         if config.progress:
             tqdm.write(f"search {epoch}/{config.epochs}  loss {history[-1]['train_loss']:.4f}  "
                        f"search-val accuracy {100 * history[-1]['search_val_accuracy']:.2f}%")

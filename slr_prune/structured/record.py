@@ -1,13 +1,8 @@
-"""Save and load a structurally pruned model without pickling modules.
+"""Save and load a structurally pruned model: the artifact with its structure record.
 
-A pruned model differs from a fresh instance of its architecture only in tensor shapes and in the
-integer attributes that describe them (`out_channels`, `num_features`, `in_features`, ...).  The
-*structure record* lists, for every module, its class, those integer attributes and the shapes
-of its own parameters and buffers: plain JSON-able data.  `save_pruned` writes
-{"format", "state_dict", "record", "extra"}, which `torch.load(weights_only=True)` reads;
-`load_pruned` resizes a fresh instance to the record and loads the state dict strictly.  No
-Torch-Pruning, no tracing and no pickled classes are needed at load time, and a file from another
-architecture fails with the first module that does not match.
+`save_pruned` writes an artifact (slr_prune/artifact.py) whose structure record (slr_prune/structure.py)
+describes the resized model; `load_pruned` resizes a fresh instance of the architecture to it and
+loads the weights strictly.  No Torch-Pruning, no tracing and no pickled classes at load time.
 """
 
 from __future__ import annotations
@@ -16,101 +11,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..errors import StateError
+from ..artifact import Artifact, load_artifact, save_artifact
+from ..structure import FORMAT, apply_record, structure_record
 
 __all__ = ["FORMAT", "structure_record", "apply_record", "save_pruned", "load_pruned"]
 
-FORMAT = "slr_prune.structured/1"
-
-
-def _int_attrs(module: nn.Module) -> dict[str, Any]:
-    """Public int (not bool) and tuple-of-int attributes: the shape-describing ones."""
-    out: dict[str, Any] = {}
-    for k, v in vars(module).items():
-        if k.startswith("_"):
-            continue
-        if isinstance(v, int) and not isinstance(v, bool):
-            out[k] = v
-        elif isinstance(v, tuple) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
-            out[k] = list(v)
-    return out
-
-
-def structure_record(model: nn.Module) -> dict[str, Any]:
-    """{"format", "modules": {name: {"type", "attrs", "tensors": {name: shape or None}}}}."""
-    modules = {}
-    for name, module in model.named_modules():
-        tensors = {k: (list(v.shape) if v is not None else None) for k, v in module._parameters.items()}
-        tensors.update({k: (list(v.shape) if v is not None else None) for k, v in module._buffers.items()})
-        modules[name] = {"type": type(module).__name__, "attrs": _int_attrs(module), "tensors": tensors}
-    return {"format": FORMAT, "modules": modules}
-
-
-@torch.no_grad()
-def apply_record(model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
-    """Resize a fresh instance of the architecture to a structure record, in place."""
-    if not isinstance(record, Mapping) or record.get("format") != FORMAT:
-        found = record.get("format") if isinstance(record, Mapping) else type(record).__name__
-        raise StateError(f"not a structured-pruning record: format {found!r}, expected {FORMAT!r}")
-    present = dict(model.named_modules())
-    saved = record["modules"]
-    extra = [n for n in saved if n not in present]
-    lacking = [n for n in present if n not in saved]
-    if extra or lacking:
-        raise StateError(f"the record does not describe this architecture: modules only in the record "
-                         f"{extra[:3]}, only in the model {lacking[:3]}; build the model the file was saved from")
-    for name, entry in saved.items():
-        module = present[name]
-        if type(module).__name__ != entry["type"]:
-            raise StateError(f"module {name!r} is a {type(module).__name__} here but a {entry['type']} in the record")
-        for k, v in entry["attrs"].items():
-            if k in vars(module):
-                setattr(module, k, tuple(v) if isinstance(v, list) else v)
-        for k, shape in entry["tensors"].items():
-            if k in module._parameters:
-                old = module._parameters[k]
-                if (old is None) != (shape is None):
-                    raise StateError(f"{name}.{k}: present in only one of the record and the model")
-                if old is not None and list(old.shape) != shape:
-                    module._parameters[k] = nn.Parameter(old.new_empty(shape), requires_grad=old.requires_grad)
-            elif k in module._buffers:
-                old = module._buffers[k]
-                if old is not None and shape is not None and list(old.shape) != shape:
-                    module._buffers[k] = old.new_empty(shape)
-            else:
-                raise StateError(f"{name}.{k}: the record has a tensor the model's {entry['type']} lacks")
-    return model
-
 
 def save_pruned(path: str | Path, model: nn.Module, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write the state dict and the structure record atomically (no pickled modules)."""
-    from ..engine.checkpoint import save_atomic
-
-    payload = {"format": FORMAT, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "record": structure_record(model), "extra": dict(extra or {})}
-    return save_atomic(payload, path)
+    """Write the weights and the structure record atomically; `extra` is kept as the result
+    (its "task" and "task_name" entries as the artifact's task)."""
+    extra = dict(extra or {})
+    artifact = Artifact.of(model, result=None)
+    artifact.task_name, artifact.task = extra.pop("task_name", None), extra.pop("task", None)
+    artifact.result = extra or None
+    return save_artifact(artifact, path)
 
 
 def load_pruned(path: str | Path, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     """Resize `model` (a fresh instance of the architecture) to the file's record and load its
     weights; returns (model, extra)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pruned model file {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise StateError(f"{str(path)!r} is not a readable structured-pruning file: {e}") from e
-    if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
-        raise StateError(f"{str(path)!r} was not written by save_pruned (format {FORMAT!r})")
-    apply_record(model, payload["record"])
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise StateError(f"{str(path)!r}: weights do not fit the resized model: {str(e).splitlines()[0]}") from e
-    model.to(device)
-    return model, dict(payload.get("extra", {}))
+    artifact = load_artifact(path)
+    artifact.build(model, f"{str(path)!r}")
+    named = {k: v for k, v in (("task", artifact.task), ("task_name", artifact.task_name)) if v is not None}
+    return model, {**(artifact.result or {}), **named}
