@@ -18,10 +18,10 @@ import hashlib
 import os
 import pickle
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +30,8 @@ from .errors import StateError
 from .structure import FORMAT as STRUCTURE_FORMAT
 from .structure import apply_record, structure_record
 
-__all__ = ["FORMAT", "Artifact", "save_artifact", "load_artifact", "save_atomic", "state_dict_mismatch"]
+__all__ = ["FORMAT", "Artifact", "save_artifact", "load_artifact", "save_atomic", "write_bytes_atomic",
+           "state_dict_mismatch", "digest"]
 
 FORMAT = "slr_prune/2"
 
@@ -141,11 +142,21 @@ def save_artifact(artifact: Artifact, path: str | Path) -> Path:
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
+    """torch.save `obj` to `path` atomically (see `write_atomic`).  Only exporters of other tools'
+    formats call this directly; slr_prune's own files are artifacts."""
+    return write_atomic(lambda f: torch.save(obj, f), path)
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
+    """`data` written to `path` atomically (see `write_atomic`)."""
+    return write_atomic(lambda f: f.write(data), path)
+
+
+def write_atomic(write: Callable[[BinaryIO], Any], path: str | Path) -> Path:
+    """Write through `write` to a temporary file in the same folder, fsync, then rename over `path`.
 
     Temporary files a killed earlier write left behind are removed first; the file gets the
     permissions of a normally created one (the user's umask), not the temporary file's 0600.
-    Only exporters of other tools' formats call this directly; slr_prune's own files are artifacts.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +165,7 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
@@ -177,6 +188,10 @@ def load_artifact(path: str | Path, map_location: Any = "cpu") -> Artifact:
     nothing in the file can run code; a damaged or foreign file is one clear error."""
     path = Path(path)
     where = f"checkpoint {str(path)!r}"
+    from .compressed import is_compressed
+
+    if path.is_file() and is_compressed(path):
+        return _compressed(path, where)
     payload = _read(path, where, map_location)
     if not isinstance(payload, Mapping):
         raise ValueError(f"{where} holds a {type(payload).__name__}, expected a dict")
@@ -199,6 +214,19 @@ def _read(path: Path, where: str, map_location: Any) -> Any:
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{where} is corrupt or not a slr_prune/PyTorch checkpoint: {first}") from e
+
+
+def _compressed(path: Path, where: str) -> Artifact:
+    """A compressed file (slr_prune/compressed.py) as an Artifact."""
+    from .compressed import read_compressed
+
+    try:
+        state, info = read_compressed(path)
+    except Exception as e:  # noqa: BLE001 - any failure to read it means a bad file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise StateError(f"{where} is a damaged compressed file: {first}") from e
+    return Artifact(state_dict=state, task_name=info.get("task_name"), task=info.get("task"),
+                    structure=info.get("structure"), result=info.get("result"), legacy=None)
 
 
 def _current(payload: Mapping[str, Any], where: str) -> Artifact:

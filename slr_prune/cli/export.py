@@ -4,6 +4,7 @@ with the output-equivalence check printed (the exported file against the model i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from ..export import EXPORTERS
 from .common import check_out, load_model, task_args
@@ -22,15 +23,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/export", help="folder for the exported file")
     p.add_argument("--name", default="model", help="file name without suffix")
     p.add_argument("--batch", type=int, default=2, help="batch size of the equivalence check's input")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="value precision of the file (--format compressed only; default float32); the "
+                        "equivalence check then compares with the model rounded to it")
 
 
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ..export import outputs
+    from ..export import dense_bytes, outputs
     from ..structure import structure_record
 
     entry = EXPORTERS.get(args.format)
+    options = {"dtype": args.dtype} if args.dtype is not None else {}
+    if options and "dtype" not in {f.name for f in dataclasses.fields(entry.options)}:
+        raise ValueError(f"--dtype applies to --format compressed, not {args.format}; leave it out")
     if args.batch < 1:
         raise ValueError(f"--batch must be ≥ 1, got {args.batch}")
     out = check_out(args.out)
@@ -42,13 +49,16 @@ def run(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     x = task.example_input(args.batch).float()
     reference = outputs(model, x)
-    path, diff = entry.build(task, model, out / f"{args.name}{entry.suffix}", x, reference)
+    path, diff = entry.build(task, model, out / f"{args.name}{entry.suffix}", x, reference, **options)
     scale = float(reference.abs().max()) or 1.0
     ok = diff <= 1e-4 * scale
     zeros = sum(int((p == 0).sum()) for p in model.parameters() if p.dim() > 1)
     total = sum(p.numel() for p in model.parameters() if p.dim() > 1)
+    dense = dense_bytes(task.build_model())
     print(f"exported {kind} model ({total:,} conv/linear weights, {zeros / max(1, total):.1%} zero) "
           f"as {args.format}: {path}")
+    print(f"file size {path.stat().st_size:,} bytes = {path.stat().st_size / dense:.3f}x the dense model's "
+          f"state dict ({dense:,} bytes, torch.save, float32)")
     print(f"equivalence on {tuple(x.shape)} inputs: max |Δ output| = {diff:.3g} "
           f"(output scale {scale:.3g}, relative {diff / scale:.2g}) — {'match' if ok else 'MISMATCH'}")
     if not ok:

@@ -3,7 +3,7 @@
 Every exporter works on a copy (`plain_copy`: masks squashed into the weights, CPU, float32, eval
 mode), writes its file and returns the largest output difference between the model it reloads
 from that file and the model it was given, so an export is checked, not trusted.  Formats are one
-module each: onnx.py, state_dict.py, ultralytics.py.
+module each: compressed.py, onnx.py, state_dict.py, ultralytics.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from ..masks import MaskedWeight, squash
 from ..registry import Registry
 from ..task import Task
 
-__all__ = ["EXPORTERS", "Exporter", "plain_copy", "outputs", "difference", "export_onnx", "onnx_max_difference",
-           "export_ultralytics"]
+__all__ = ["EXPORTERS", "Exporter", "plain_copy", "outputs", "difference", "dense_bytes", "export_onnx",
+           "onnx_max_difference",
+           "export_ultralytics", "load_compressed"]
 
 Exporter = Callable[[Task, nn.Module, Path, Tensor, Tensor], tuple[Path, float]]
 EXPORTERS: Registry[Exporter] = Registry("export format")
@@ -48,6 +49,15 @@ def outputs(model: nn.Module, x: Tensor) -> Tensor:
     return out[0] if isinstance(out, tuple | list) else out
 
 
+def dense_bytes(model: nn.Module) -> int:
+    """Bytes of `model`'s state dict in float32 written by torch.save: what a dense checkpoint costs."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}, buffer)
+    return buffer.tell()
+
+
 def difference(a: Tensor, b: Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
@@ -67,5 +77,6 @@ def sparsity(model: nn.Module) -> dict[str, Any]:
 
 
 from . import state_dict  # noqa: E402,F401  (registers the formats)
+from .compressed import load_compressed  # noqa: E402
 from .onnx import export_onnx, onnx_max_difference  # noqa: E402
 from .ultralytics import export_ultralytics  # noqa: E402
