@@ -40,7 +40,7 @@ import torch
 from slr_prune.adapters.lane import LaneTask
 from slr_prune.data.synthetic_lanes import write_synthetic_tusimple
 from slr_prune.data.tusimple import write_json_lines
-from slr_prune.engine import TrainConfig, Trainer, load_checkpoint, prune, resolve_device, save_atomic
+from slr_prune.engine import Hooks, TrainConfig, Trainer, load_checkpoint, prune, resolve_device, save_atomic
 from slr_prune.solvers import SOLVERS
 from slr_prune.spec import PruneSpec
 
@@ -159,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(epochs=args.dense_epochs, lr=args.dense_lr, optimizer="adam", weight_decay=1e-4,
                              schedule="cosine", device=args.device, seed=args.seed, progress=args.progress,
                              checkpoint=str(out / "dense.state.pt"), resume=True)
-        def show(trainer: Trainer, record: dict[str, Any]) -> None:
-            print(f"  epoch {record['epoch']}/{args.dense_epochs}: loss {record['train_loss']:.3f}  accuracy "
-                  f"{pct(record['accuracy'])}%  FP {pct(record['fp'])}%  FN {pct(record['fn'])}%  "
-                  f"({record['seconds']:.0f} s)", flush=True)
+        class Show(Hooks):
+            def fit_start(self, trainer: Trainer) -> None:
+                self.since = time.perf_counter()
 
-        dense_history = Trainer(task, model, config, callbacks=[show], desc="dense").fit()
+            def epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+                seconds, self.since = time.perf_counter() - self.since, time.perf_counter()
+                print(f"  epoch {record['epoch']}/{args.dense_epochs}: loss {record['train_loss']:.3f}  accuracy "
+                      f"{pct(record['accuracy'])}%  FP {pct(record['fp'])}%  FN {pct(record['fn'])}%  "
+                      f"({seconds:.0f} s)", flush=True)
+
+        dense_history = Trainer(task, model, config, hooks=[Show()], desc="dense").fit()
         save_atomic({"model": model.state_dict(), "task": task.record()}, out / "dense.pt")
     model.to(device)
     dense = task.evaluate(model, device)

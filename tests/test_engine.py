@@ -5,7 +5,7 @@ import torch
 
 from slr_prune import PruneSpec
 from slr_prune.adapters import ClassificationTask
-from slr_prune.engine import TrainConfig, Trainer, load_checkpoint, prune, save_atomic
+from slr_prune.engine import Hooks, TrainConfig, Trainer, load_checkpoint, prune, save_atomic
 from slr_prune.evaluate import hard_prune_metrics, sparsity_sweep
 from slr_prune.metrics import cost_summary
 from slr_prune.sets import Projector
@@ -24,31 +24,24 @@ def fast(epochs: int, **kw) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=0.02, progress=False, probe_batches=2, **kw)
 
 
+class StopAt(Hooks):
+    """Interrupts the solver phase right after the checkpoint of epoch `epoch`."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def should_stop(self, trainer):
+        if trainer.solver is not None and trainer.epoch == self.epoch:
+            raise Stop
+        return False
+
+
 def run_prune(task, out, resume=False, stop_at=None):
     torch.manual_seed(0)
     model = task.build_model()
-    callbacks = []
-    if stop_at is not None:
-        def stop(trainer, record):
-            if record["epoch"] == stop_at:
-                raise Stop
-        callbacks.append(stop)
-    import slr_prune.engine.pruning as pruning
-
-    original = pruning.Trainer
-
-    class StoppingTrainer(original):  # inject the interruption into the solver phase only
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            if self.solver is not None:
-                self.callbacks += callbacks
-
-    pruning.Trainer = StoppingTrainer
-    try:
-        result = prune(model, task, PruneSpec.uniform(0.8), "slr", train=fast(4), finetune=fast(1),
-                       solver_options={"rho": 0.5, "rho_growth": 1.3}, out_dir=out, resume=resume)
-    finally:
-        pruning.Trainer = original
+    result = prune(model, task, PruneSpec.uniform(0.8), "slr", train=fast(4), finetune=fast(1),
+                   solver_options={"rho": 0.5, "rho_growth": 1.3}, out_dir=out, resume=resume,
+                   hooks=[StopAt(stop_at)] if stop_at is not None else [])
     return model, result
 
 

@@ -2,7 +2,7 @@
 
 from .checkpoint import load_checkpoint, save_atomic
 from .pruning import PruneResult, prune
-from .trainer import TrainConfig, Trainer, resolve_device
+from .trainer import Hooks, SolverHooks, TrainConfig, Trainer, resolve_device
 
-__all__ = ["Trainer", "TrainConfig", "resolve_device", "save_atomic", "load_checkpoint", "prune",
-           "PruneResult"]
+__all__ = ["Trainer", "TrainConfig", "Hooks", "SolverHooks", "resolve_device", "save_atomic", "load_checkpoint",
+           "prune", "PruneResult"]

@@ -11,7 +11,7 @@ ones) → masked fine-tuning → squash.  With `out_dir` every phase checkpoints
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from ..layerwise import Reconstruction
 from ..masks import Masks, squash
 from ..metrics import cost_summary
 from ..sets import ConstraintSet
-from ..solvers import SOLVERS
+from ..solvers import SOLVERS, Solver
 from ..spec import PruneSpec
 from ..task import Task, task_name
 from ..utils import state_digest
@@ -32,7 +32,7 @@ from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_atomic
 from .reconstruct import check_reconstruction
 from .reconstruct import reconstruct as reconstruct_layers
-from .trainer import TrainConfig, Trainer, check_same_settings, resolve_device
+from .trainer import Hooks, TrainConfig, Trainer, check_same_settings, resolve_device
 
 __all__ = ["prune", "PruneResult"]
 
@@ -76,7 +76,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
           solver_options: Mapping[str, Any] | Any = None, out_dir: str | Path | None = None,
           resume: bool = False, dense_metrics: dict[str, float] | None = None,
           bn_batches: int = BN_BATCHES, keep_checkpoints: bool = True,
-          reconstruct: Reconstruction | None = None) -> PruneResult:
+          reconstruct: Reconstruction | None = None, hooks: Sequence[Hooks] = ()) -> PruneResult:
     """Prune `model` in place with the registered solver `method` under `spec`; see module doc.
 
     `spec` is a PruneSpec or resolved sets {parameter name: ConstraintSet} (e.g. an allocation);
@@ -86,7 +86,8 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     False the per-phase training checkpoints in `out_dir` are removed once pruned.pt is written.
     `reconstruct` makes the final hard prune a layer-wise reconstruction (engine/reconstruct.py)
     instead of the projection; the projection's metrics are kept beside it (`projection`).  The
-    one-shot method `layerwise` reconstructs from the dense weights with zero epochs.
+    one-shot method `layerwise` reconstructs from the dense weights with zero epochs.  `hooks` join
+    every training phase's Trainer (solver training and fine-tuning).
     """
     entry = SOLVERS.get(method)
     options = entry.check_options(solver_options or {})
@@ -117,17 +118,10 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
         check_reconstruction(model, solver.projector.sets, reconstruct)
     metric = task.metric
 
-    def hard_prune_hook(trainer: Trainer) -> dict[str, Any]:
-        m = hard_prune_metrics(task, model, solver.projector, device, bn_batches, train.seed)
-        record = {f"hard_prune_{metric}": m["hard_prune"][metric], "distance": solver.distance()}
-        if m["hard_prune_bn"] is not None:
-            record[f"hard_prune_bn_{metric}"] = m["hard_prune_bn"][metric]
-        return record
-
     epochs: list[dict[str, Any]] = []
     if solver.trains and train.epochs > 0:
         config = replace(train, checkpoint=str(out / f"{method}.pt") if out else None, resume=resume, settings=run)
-        epochs = Trainer(task, model, config, solver=solver, epoch_hooks=[hard_prune_hook],
+        epochs = Trainer(task, model, config, solver=solver, hooks=[HardPruneMetrics(solver, bn_batches), *hooks],
                          desc=method).fit()
 
     projection = None
@@ -153,7 +147,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
         masks.attach(model)
         config = replace(finetune, checkpoint=str(out / "finetune.pt") if out else None, resume=resume,
                          settings={**run, "train": train.fingerprint()})
-        tuned = Trainer(task, model, config, desc="finetune").fit()
+        tuned = Trainer(task, model, config, hooks=hooks, desc="finetune").fit()
         squash(model)
 
     result = PruneResult(
@@ -173,6 +167,22 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
             for phase in (out / f"{method}.pt", out / "finetune.pt", out / "layerwise.pt", out / "reconstruct.pt"):
                 phase.unlink(missing_ok=True)
     return result
+
+
+class HardPruneMetrics(Hooks):
+    """Each epoch's hard-prune metric (with and without BatchNorm recalibration) and distance to the sets."""
+
+    def __init__(self, solver: Solver, bn_batches: int):
+        self.solver, self.bn_batches = solver, bn_batches
+
+    def epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> dict[str, Any]:
+        task, metric = trainer.task, trainer.task.metric
+        m = hard_prune_metrics(task, trainer.model, self.solver.projector, trainer.device, self.bn_batches,
+                               trainer.config.seed)
+        out = {f"hard_prune_{metric}": m["hard_prune"][metric], "distance": self.solver.distance()}
+        if m["hard_prune_bn"] is not None:
+            out[f"hard_prune_bn_{metric}"] = m["hard_prune_bn"][metric]
+        return out
 
 
 def _finished(model: nn.Module, path: Path, settings: dict[str, Any]) -> PruneResult:
