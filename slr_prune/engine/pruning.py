@@ -12,27 +12,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..evaluate import BN_BATCHES, check_bn_batches, hard_prune_metrics, recalibrate_task_bn
+from ..evaluate import BN_BATCHES, check_bn_batches
 from ..layerwise import Reconstruction
-from ..masks import Masks, squash
+from ..masks import Masks
 from ..metrics import cost_summary
 from ..sets import ConstraintSet
-from ..solvers import SOLVERS, Solver
+from ..solvers import SOLVERS
 from ..spec import PruneSpec
 from ..task import Task, task_name
 from ..utils import state_digest
 from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_atomic
-from .reconstruct import check_reconstruction
-from .reconstruct import reconstruct as reconstruct_layers
-from .trainer import Hooks, TrainConfig, Trainer, check_same_settings, resolve_device
+from .pipeline import (
+    Run,
+    build_solver,
+    finetune_masked,
+    hard_prune,
+    place,
+    recalibrated_metrics,
+    sparsity,
+    train_solver,
+)
+from .trainer import Hooks, TrainConfig, check_same_settings
 
 __all__ = ["prune", "PruneResult"]
 
@@ -97,92 +104,44 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
-    run = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(entry.options(**options)),
-           "task": task.record(), "task_name": task_name(task), "source_weights": state_digest(model),
-           "bn_batches": bn_batches, "reconstruct": reconstruct.fingerprint() if reconstruct else None}
-    everything = {**run, "train": train.fingerprint(), "finetune": finetune.fingerprint() if finetune else None}
+    settings = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(entry.options(**options)),
+                "task": task.record(), "task_name": task_name(task), "source_weights": state_digest(model),
+                "bn_batches": bn_batches, "reconstruct": reconstruct.fingerprint() if reconstruct else None}
+    with_phases = {**settings, "train": train.fingerprint(), "finetune": finetune.fingerprint() if finetune else None}
     if resume and out is not None and (out / "pruned.pt").is_file():
-        return _finished(model, out / "pruned.pt", everything)
-    device = resolve_device(train.device)
-    model.to(device)
-    if device.type == "cuda" and train.channels_last:
-        model.to(memory_format=torch.channels_last)
+        return _finished(model, out / "pruned.pt", with_phases)
+    run = Run(model, task, place(model, train.device, train.channels_last), train.seed, out, resume, hooks)
     example = task.example_input()
     costs_before = cost_summary(model, example)
-    dense = dense_metrics or task.evaluate(model, device)
-
-    context = {"task": task, "seed": train.seed, "checkpoint": out / "layerwise.pt" if out else None,
-               "resume": resume} if entry.needs_task else {}
-    solver = entry.build(model, spec, **context, **options)
-    if reconstruct is not None:
-        check_reconstruction(model, solver.projector.sets, reconstruct)
-    metric = task.metric
-
-    epochs: list[dict[str, Any]] = []
-    if solver.trains and train.epochs > 0:
-        config = replace(train, checkpoint=str(out / f"{method}.pt") if out else None, resume=resume, settings=run)
-        epochs = Trainer(task, model, config, solver=solver, hooks=[HardPruneMetrics(solver, bn_batches), *hooks],
-                         desc=method).fit()
-
-    projection = None
-    if reconstruct is not None:
-        projection = hard_prune_metrics(task, model, solver.projector, device, bn_batches, train.seed)
-        masks, layers = reconstruct_layers(model, task, solver.projector.sets, reconstruct, device=device,
-                                           seed=train.seed, checkpoint=out / "reconstruct.pt" if out else None,
-                                           resume=resume)
-    else:
-        masks = solver.hard_prune()
-        layers = getattr(solver, "records", [])
-    hard = task.evaluate(model, device)
-    hard_bn = task.evaluate(model, device) if recalibrate_task_bn(task, model, device, bn_batches, train.seed) \
-        else None
-    kept = sum(int(m.sum()) for m in masks.values())
-    total = sum(m.numel() for m in masks.values())
-    shapes = {n: masks[n].shape for n in masks}
-    target_kept = sum(k for k in solver.projector.kept(shapes).values() if k is not None)
-    has_global = any(k is None for k in solver.projector.kept(shapes).values())
-
-    tuned: list[dict[str, Any]] = []
-    if finetune is not None and finetune.epochs > 0:
-        masks.attach(model)
-        config = replace(finetune, checkpoint=str(out / "finetune.pt") if out else None, resume=resume,
-                         settings={**run, "train": train.fingerprint()})
-        tuned = Trainer(task, model, config, hooks=hooks, desc="finetune").fit()
-        squash(model)
-
+    dense = dense_metrics or task.evaluate(model, run.device)
+    solver = build_solver(run, entry, spec, options, reconstruct)
+    epochs = train_solver(run, solver, train, method, settings, bn_batches)
+    pruned = hard_prune(run, solver, reconstruct, bn_batches)
+    hard, hard_bn = recalibrated_metrics(run, bn_batches)
+    tuned = finetune_masked(run, pruned.masks, finetune, {**settings, "train": train.fingerprint()})
+    target, reached = sparsity(pruned.masks, solver)
     result = PruneResult(
-        method=method, spec=_spec_record(spec), metric=metric, dense=dense, hard_prune=hard,
-        hard_prune_bn=hard_bn, bn_batches=bn_batches if hard_bn is not None else 0,
-        target_sparsity=(1 - target_kept / total) if not has_global else float("nan"),
-        sparsity=1 - kept / total, epochs=epochs, finetune=tuned,
+        method=method, spec=_spec_record(spec), metric=task.metric, dense=dense, hard_prune=hard,
+        hard_prune_bn=hard_bn, bn_batches=bn_batches if hard_bn is not None else 0, target_sparsity=target,
+        sparsity=reached, epochs=epochs, finetune=tuned,
         costs={"before": _totals(costs_before), "after": _totals(cost_summary(model, example))},
-        seconds=time.perf_counter() - start, layerwise=layers, projection=projection,
+        seconds=time.perf_counter() - start, layerwise=pruned.layers, projection=pruned.projection,
         reconstruction=reconstruct.fingerprint() if reconstruct else None,
     )
     if out is not None and dist_utils.is_main():
-        save_atomic({"model": model.state_dict(), "masks": Masks(masks).state_dict(), "task": task.record(),
-                     "task_name": task_name(task), "result": result.to_dict(), "settings": everything},
-                    out / "pruned.pt")
+        _save(run, out, pruned.masks, result, with_phases)
         if not keep_checkpoints:
             for phase in (out / f"{method}.pt", out / "finetune.pt", out / "layerwise.pt", out / "reconstruct.pt"):
                 phase.unlink(missing_ok=True)
     return result
 
 
-class HardPruneMetrics(Hooks):
-    """Each epoch's hard-prune metric (with and without BatchNorm recalibration) and distance to the sets."""
-
-    def __init__(self, solver: Solver, bn_batches: int):
-        self.solver, self.bn_batches = solver, bn_batches
-
-    def epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> dict[str, Any]:
-        task, metric = trainer.task, trainer.task.metric
-        m = hard_prune_metrics(task, trainer.model, self.solver.projector, trainer.device, self.bn_batches,
-                               trainer.config.seed)
-        out = {f"hard_prune_{metric}": m["hard_prune"][metric], "distance": self.solver.distance()}
-        if m["hard_prune_bn"] is not None:
-            out[f"hard_prune_bn_{metric}"] = m["hard_prune_bn"][metric]
-        return out
+def _save(run: Run, out: Path, masks: Masks, result: PruneResult, settings: dict[str, Any]) -> None:
+    """pruned.pt: the pruned weights, their masks, the task, the result and the run's settings."""
+    task = run.need_task("saving")
+    save_atomic({"model": run.model.state_dict(), "masks": masks.state_dict(), "task": task.record(),
+                 "task_name": task_name(task), "result": result.to_dict(), "settings": settings},
+                out / "pruned.pt")
 
 
 def _finished(model: nn.Module, path: Path, settings: dict[str, Any]) -> PruneResult:
