@@ -79,6 +79,38 @@ def test_nan_loss_stops_training_with_a_clear_error(task):
         Trainer(task, model, fast(1)).fit()
 
 
+def test_hooks_see_every_step_add_to_the_record_and_stop_the_run(task, tmp_path):
+    class Spy(Hooks):
+        def __init__(self):
+            self.calls = []
+
+        def fit_start(self, trainer):
+            self.calls.append("start")
+
+        def after_backward(self, trainer):
+            self.calls.append("backward")
+            assert all(p.grad is not None for p in trainer.model.parameters())  # before the optimizer step
+
+        def after_step(self, trainer, step):
+            self.calls.append(step)
+            assert all(p.grad is None for p in trainer.model.parameters())  # gradients cleared
+
+        def epoch_end(self, trainer, record):
+            assert "accuracy" in record  # the trainer's own evaluation hook ran first
+            return {"spy": len(self.calls)}
+
+        def should_stop(self, trainer):
+            return trainer.epoch == 1
+
+    spy = Spy()
+    torch.manual_seed(0)
+    history = Trainer(task, task.build_model(), fast(3, checkpoint=str(tmp_path / "t.pt")), hooks=[spy]).fit()
+    batches = len(task.train_loader())
+    assert len(history) == 1 and load_checkpoint(tmp_path / "t.pt")["epoch"] == 1  # stopped after its checkpoint
+    assert spy.calls == ["start", *[c for i in range(1, batches + 1) for c in ("backward", i)]]
+    assert history[0]["spy"] == 1 + 2 * batches
+
+
 def test_checkpoints_are_atomic_and_corrupt_ones_are_named(tmp_path):
     path = save_atomic({"x": torch.ones(3)}, tmp_path / "c.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
