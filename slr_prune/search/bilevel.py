@@ -1,12 +1,14 @@
 """`search()`: the first-order bilevel search of α through the pruned weights, with checkpoints.
 
 Each step (Liu et al.'s first-order DARTS): one architecture step on a batch of the search's
-validation half — Adam on α, the loss through the pruned candidates' projected weights — then
-one weight step on a batch of its training half — SGD on the network weights, the loss plus
-`penalty` · Σ ½‖W − Π_S(W)‖² over the pruned candidates.  The two halves are a seeded split of
-the task's training set, so the task's own validation data stays unseen until the end.  Every
-epoch reseeds from (seed, epoch), records the softmax(α) snapshot and the genotype, and writes
-an atomic checkpoint; `resume=True` continues it exactly, or refuses when the settings differ.
+validation half — Adam on α, the task's loss through the pruned candidates' projected weights —
+then one weight step on a batch of its training half — SGD on the network weights, the task's
+loss plus `penalty` · Σ ½‖W − Π_S(W)‖² over the pruned candidates.  The two halves are a seeded
+split of the task's training set, so the task's own validation data stays unseen until the end.
+The search runs on the Trainer (`BilevelTrainer`), so every epoch reseeds from (seed, epoch),
+records the softmax(α) snapshot and the genotype, and writes an atomic checkpoint as every
+training phase does; `resume=True` continues it exactly, or refuses when the settings differ.
+Any task's loss works: nothing here assumes classification.
 """
 
 from __future__ import annotations
