@@ -11,7 +11,7 @@ the earlier stages returned, so a new workflow is a new sequence, not a copy of 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ class Run:
     seed: int = 0
     out: Path | None = None
     resume: bool = False
-    hooks: Sequence[Hooks] = field(default_factory=tuple)
+    hooks: Sequence[Hooks] = ()
 
     def path(self, name: str) -> Path | None:
         """`name` in the run's output folder (None without one)."""

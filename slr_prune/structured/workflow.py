@@ -176,7 +176,7 @@ def structured_prune(model: nn.Module, task: Task | None = None, *, example_inpu
     history = pipeline_finetune(run, finetune)
     if history:
         seconds["finetune"] = time.perf_counter() - t0
-    lat = measure_latency(dense_copy, model, example, latency) if dense_copy is not None and latency else {}
+    lat = measure_latency(dense_copy, model, example, latency) if latency is not None and dense_copy is not None else {}
     seconds["total"] = time.perf_counter() - start
     result = StructuredResult(
         criterion=crit.describe(), allocation={k: v for k, v in alloc.to_dict().items() if k != "counts"},
