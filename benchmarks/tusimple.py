@@ -41,7 +41,7 @@ from slr_prune.adapters.lane import LaneTask
 from slr_prune.artifact import Artifact, load_artifact, save_artifact
 from slr_prune.data.synthetic_lanes import write_synthetic_tusimple
 from slr_prune.data.tusimple import write_json_lines
-from slr_prune.engine import TrainConfig, Trainer, prune, resolve_device
+from slr_prune.engine import Hooks, TrainConfig, Trainer, prune, resolve_device
 from slr_prune.solvers import SOLVERS
 from slr_prune.spec import PruneSpec
 
@@ -160,12 +160,17 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(epochs=args.dense_epochs, lr=args.dense_lr, optimizer="adam", weight_decay=1e-4,
                              schedule="cosine", device=args.device, seed=args.seed, progress=args.progress,
                              checkpoint=str(out / "dense.state.pt"), resume=True)
-        def show(trainer: Trainer, record: dict[str, Any]) -> None:
-            print(f"  epoch {record['epoch']}/{args.dense_epochs}: loss {record['train_loss']:.3f}  accuracy "
-                  f"{pct(record['accuracy'])}%  FP {pct(record['fp'])}%  FN {pct(record['fn'])}%  "
-                  f"({record['seconds']:.0f} s)", flush=True)
+        class Show(Hooks):
+            def fit_start(self, trainer: Trainer) -> None:
+                self.since = time.perf_counter()
 
-        dense_history = Trainer(task, model, config, callbacks=[show], desc="dense").fit()
+            def epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+                seconds, self.since = time.perf_counter() - self.since, time.perf_counter()
+                print(f"  epoch {record['epoch']}/{args.dense_epochs}: loss {record['train_loss']:.3f}  accuracy "
+                      f"{pct(record['accuracy'])}%  FP {pct(record['fp'])}%  FN {pct(record['fn'])}%  "
+                      f"({seconds:.0f} s)", flush=True)
+
+        dense_history = Trainer(task, model, config, hooks=[Show()], desc="dense").fit()
         save_artifact(Artifact.of(model, task), out / "dense.pt")
     model.to(device)
     dense = task.evaluate(model, device)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -174,15 +174,11 @@ def allocate_convex(sizes: Mapping[str, int], poly: Monomials, target: float,
                     sensitivity: Mapping[str, Sequence[tuple[float, float]]], kind: str = "macs",
                     round_to: int = 1, min_keep: float = 0.1, solver: str | None = None) -> Allocation:
     """Per-group keep fractions minimising the estimated loss rise subject to the cost target."""
-    import cvxpy as cp
-    import numpy as np
-
     _check_target(target, kind)
     names = list(sizes)
     missing = [g for g in names if g not in sensitivity]
     if missing:
         raise ValueError(f"no sensitivity estimate for groups {missing[:5]}; measure every group")
-    index = {g: i for i, g in enumerate(names)}
     total = polynomial_value(poly, {})
     allowed = {g: allowed_counts(sizes[g], round_to, min_keep) for g in names}
     floor_counts = {g: allowed[g][0] for g in names}
@@ -191,7 +187,31 @@ def allocate_convex(sizes: Mapping[str, int], poly: Monomials, target: float,
         raise ValueError(f"{kind} target {target} is out of reach: keeping the fewest channels allowed "
                          f"(min_keep {min_keep}, round_to {round_to}) still costs {floor:.3f} of the dense model")
     envelopes = {g: convex_envelope(sensitivity[g]) for g in names}
+    problem, fractions = _convex_program(names, sizes, poly, target, floor_counts, envelopes, solver)
 
+    def cost_of(counts: Mapping[str, int]) -> float:
+        return polynomial_value(poly, _fractions(counts, sizes)) / total
+
+    def loss_of(g: str, count: int) -> float:
+        return _envelope_value(envelopes[g], math.log(count / sizes[g]))
+
+    counts = {g: _nearest(fractions[g] * sizes[g], allowed[g]) for g in names}
+    counts, current = _round_to_target(counts, allowed, target, cost_of, loss_of)
+    info = {"status": problem.status, "solver": problem.solver_stats.solver_name if problem.solver_stats else None,
+            "estimated_loss_increase": sum(loss_of(g, counts[g]) for g in names),
+            "continuous_cost": cost_of(fractions_to_counts_free(fractions, sizes))}
+    return Allocation(counts, "convex", kind, target, current, fractions, info)
+
+
+def _convex_program(names: list[str], sizes: Mapping[str, int], poly: Monomials, target: float,
+                    floor_counts: Mapping[str, int], envelopes: Mapping[str, list[tuple[float, float]]],
+                    solver: str | None) -> tuple[Any, dict[str, float]]:
+    """Solve the geometric program in y = log(keep fraction); returns (cvxpy problem, keep fractions)."""
+    import cvxpy as cp
+    import numpy as np
+
+    index = {g: i for i, g in enumerate(names)}
+    total = polynomial_value(poly, {})
     const, rows, coefs = 0.0, [], []
     for key, c in poly.items():
         if c < -1e-9 * total:
@@ -218,19 +238,17 @@ def allocate_convex(sizes: Mapping[str, int], poly: Monomials, target: float,
     problem.solve(solver=solver)
     if y.value is None:
         raise RuntimeError(f"cvxpy could not solve the allocation program (status {problem.status})")
-    fractions = {g: float(math.exp(min(0.0, y.value[index[g]]))) for g in names}
+    return problem, {g: float(math.exp(min(0.0, y.value[index[g]]))) for g in names}
 
-    def cost_of(counts: Mapping[str, int]) -> float:
-        return polynomial_value(poly, _fractions(counts, sizes)) / total
 
-    def loss_of(g: str, count: int) -> float:
-        return _envelope_value(envelopes[g], math.log(count / sizes[g]))
-
-    counts = {g: _nearest(fractions[g] * sizes[g], allowed[g]) for g in names}
+def _round_to_target(counts: dict[str, int], allowed: Mapping[str, list[int]], target: float,
+                     cost_of: Callable[[Mapping[str, int]], float],
+                     loss_of: Callable[[str, int], float]) -> tuple[dict[str, int], float]:
+    """Allowed counts near the rounded optimum that meet the target; returns (counts, their cost)."""
     current = cost_of(counts)
     while current > target + 1e-12:  # repair: cheapest estimated loss per unit of saved cost
         best = None
-        for g in names:
+        for g in counts:
             pos = allowed[g].index(counts[g])
             if pos == 0:
                 continue
@@ -246,8 +264,8 @@ def allocate_convex(sizes: Mapping[str, int], poly: Monomials, target: float,
         counts = best[2]
         current = cost_of(counts)
     while True:  # fill: largest estimated loss reduction per unit of added cost that still fits
-        best = None
-        for g in names:
+        fill = None
+        for g in counts:
             pos = allowed[g].index(counts[g])
             if pos + 1 >= len(allowed[g]):
                 continue
@@ -256,15 +274,12 @@ def allocate_convex(sizes: Mapping[str, int], poly: Monomials, target: float,
             if new > target + 1e-12:
                 continue
             gain = (loss_of(g, counts[g]) - loss_of(g, trial[g])) / max(new - current, 1e-15)
-            if best is None or gain > best[0]:
-                best = (gain, g, trial, new)
-        if best is None:
+            if fill is None or gain > fill[0]:
+                fill = (gain, g, trial, new)
+        if fill is None:
             break
-        counts, current = best[2], best[3]
-    info = {"status": problem.status, "solver": problem.solver_stats.solver_name if problem.solver_stats else None,
-            "estimated_loss_increase": sum(loss_of(g, counts[g]) for g in names),
-            "continuous_cost": cost_of(fractions_to_counts_free(fractions, sizes))}
-    return Allocation(counts, "convex", kind, target, current, fractions, info)
+        counts, current = fill[2], fill[3]
+    return counts, current
 
 
 def fractions_to_counts_free(fractions: Mapping[str, float], sizes: Mapping[str, int]) -> dict[str, float]:

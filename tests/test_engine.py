@@ -6,7 +6,7 @@ import torch
 from slr_prune import PruneSpec
 from slr_prune.adapters import ClassificationTask
 from slr_prune.artifact import Artifact, load_artifact, save_artifact
-from slr_prune.engine import TrainConfig, Trainer, prune
+from slr_prune.engine import Hooks, TrainConfig, Trainer, prune
 from slr_prune.evaluate import hard_prune_metrics, sparsity_sweep
 from slr_prune.metrics import cost_summary
 from slr_prune.sets import Projector
@@ -25,31 +25,24 @@ def fast(epochs: int, **kw) -> TrainConfig:
     return TrainConfig(epochs=epochs, lr=0.02, progress=False, probe_batches=2, **kw)
 
 
+class StopAt(Hooks):
+    """Interrupts the solver phase right after the checkpoint of epoch `epoch`."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def should_stop(self, trainer):
+        if trainer.solver is not None and trainer.epoch == self.epoch:
+            raise Stop
+        return False
+
+
 def run_prune(task, out, resume=False, stop_at=None):
     torch.manual_seed(0)
     model = task.build_model()
-    callbacks = []
-    if stop_at is not None:
-        def stop(trainer, record):
-            if record["epoch"] == stop_at:
-                raise Stop
-        callbacks.append(stop)
-    import slr_prune.engine.pruning as pruning
-
-    original = pruning.Trainer
-
-    class StoppingTrainer(original):  # inject the interruption into the solver phase only
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            if self.solver is not None:
-                self.callbacks += callbacks
-
-    pruning.Trainer = StoppingTrainer
-    try:
-        result = prune(model, task, PruneSpec.uniform(0.8), "slr", train=fast(4), finetune=fast(1),
-                       solver_options={"rho": 0.5, "rho_growth": 1.3}, out_dir=out, resume=resume)
-    finally:
-        pruning.Trainer = original
+    result = prune(model, task, PruneSpec.uniform(0.8), "slr", train=fast(4), finetune=fast(1),
+                   solver_options={"rho": 0.5, "rho_growth": 1.3}, out_dir=out, resume=resume,
+                   hooks=[StopAt(stop_at)] if stop_at is not None else [])
     return model, result
 
 
@@ -85,6 +78,38 @@ def test_nan_loss_stops_training_with_a_clear_error(task):
         model.classifier.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="training loss became nan in epoch 1"):
         Trainer(task, model, fast(1)).fit()
+
+
+def test_hooks_see_every_step_add_to_the_record_and_stop_the_run(task, tmp_path):
+    class Spy(Hooks):
+        def __init__(self):
+            self.calls = []
+
+        def fit_start(self, trainer):
+            self.calls.append("start")
+
+        def after_backward(self, trainer):
+            self.calls.append("backward")
+            assert all(p.grad is not None for p in trainer.model.parameters())  # before the optimizer step
+
+        def after_step(self, trainer, step):
+            self.calls.append(step)
+            assert all(p.grad is None for p in trainer.model.parameters())  # gradients cleared
+
+        def epoch_end(self, trainer, record):
+            assert "accuracy" in record  # the trainer's own evaluation hook ran first
+            return {"spy": len(self.calls)}
+
+        def should_stop(self, trainer):
+            return trainer.epoch == 1
+
+    spy = Spy()
+    torch.manual_seed(0)
+    history = Trainer(task, task.build_model(), fast(3, checkpoint=str(tmp_path / "t.pt")), hooks=[spy]).fit()
+    batches = len(task.train_loader())
+    assert len(history) == 1 and load_artifact(tmp_path / "t.pt").phase["epoch"] == 1  # stopped after its checkpoint
+    assert spy.calls == ["start", *[c for i in range(1, batches + 1) for c in ("backward", i)]]
+    assert history[0]["spy"] == 1 + 2 * batches
 
 
 def test_checkpoints_are_atomic_and_corrupt_ones_are_named(tmp_path):

@@ -1,11 +1,15 @@
 """PR-DARTS: pruned operations, the search space, a reproducible search, derive → train → prune → export."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from slr_prune import NM, Channel, Filter, Pattern, PruneSpec, Unstructured
 from slr_prune.adapters import ClassificationTask
+from slr_prune.artifact import load_artifact
+from slr_prune.engine import Hooks
 from slr_prune.search import (
     Genotype,
     PrunedConv2d,
@@ -18,6 +22,7 @@ from slr_prune.search import (
     search_prune,
     to_plain_modules,
 )
+from slr_prune.task import Task
 
 FORMS = [Unstructured(0.9), NM(2, 4), Filter(0.5), Channel(0.5), Pattern()]
 TINY = dict(channels=4, layers=3, steps=2, batch_size=64, progress=False, device="cpu")
@@ -105,24 +110,64 @@ def test_search_is_reproducible_from_its_seed_and_from_resume(task, tmp_path):
     assert len(a.epochs) == 2 and len(a.epochs[0]["alpha_reduce"]) == 5  # 2 + 3 edges
 
 
-def test_resume_mid_search_equals_uninterrupted(task, tmp_path, monkeypatch):
-    import slr_prune.search.bilevel as search_module
-    from slr_prune.artifact import load_artifact, save_artifact
+class CrashAfterCheckpoint(Hooks):
+    """The process dies right after the first epoch's checkpoint."""
 
-    config = SearchConfig(epochs=2, **TINY)
-    _, whole = search(task, Unstructured(0.9), config)
-
-    def crash_after_saving(obj, path):  # the process dies right after the first epoch's checkpoint
-        save_artifact(obj, path)
+    def should_stop(self, trainer):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(search_module, "save_artifact", crash_after_saving)
+
+def test_resume_mid_search_equals_uninterrupted(task, tmp_path):
+    config = SearchConfig(epochs=2, **TINY)
+    _, whole = search(task, Unstructured(0.9), config)
     with pytest.raises(KeyboardInterrupt):
-        search(task, Unstructured(0.9), config, checkpoint=tmp_path / "s.pt")
-    monkeypatch.undo()
+        search(task, Unstructured(0.9), config, checkpoint=tmp_path / "s.pt", hooks=[CrashAfterCheckpoint()])
     assert load_artifact(tmp_path / "s.pt").phase["epoch"] == 1
     _, resumed = search(task, Unstructured(0.9), config, checkpoint=tmp_path / "s.pt", resume=True)
     assert resumed.epochs == whole.epochs and resumed.genotype == whole.genotype
+
+
+class Brightness(Task):
+    """A regression task: predict each image's mean brightness, with an MSE loss (no classes)."""
+
+    metric = "neg_mse"
+
+    def __init__(self, n=128):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 1, 8, 8, generator=g) + torch.randn(n, 1, 1, 1, generator=g)
+        self.y = self.x.mean((1, 2, 3)).unsqueeze(1)
+
+    def build_model(self):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1))
+
+    def train_dataset(self):
+        return torch.utils.data.TensorDataset(self.x, self.y)
+
+    def train_loader(self, sampler=None):
+        return torch.utils.data.DataLoader(self.train_dataset(), 32, sampler=sampler)
+
+    val_loader = train_loader
+
+    def loss(self, model, batch, device):
+        x, y = (t.to(device) for t in batch)
+        return F.mse_loss(model(x), y)
+
+    def evaluate(self, model, device):
+        with torch.no_grad():
+            return {"neg_mse": -float(F.mse_loss(model(self.x.to(device)), self.y.to(device)))}
+
+    def example_input(self, batch_size=1):
+        return self.x[:batch_size]
+
+
+def test_search_runs_on_the_tasks_own_loss():
+    task = Brightness()
+    net, result = search(task, Unstructured(0.5), SearchConfig(epochs=3, **{**TINY, "batch_size": 16}))
+    assert net(task.x[:4]).shape == (4, 1)  # the head has the task model's output width, no classes
+    losses = [e["train_loss"] for e in result.epochs]
+    val = [e["search_val_loss"] for e in result.epochs]
+    assert all(math.isfinite(v) for v in losses + val)
+    assert losses[-1] < losses[0] and val[-1] < val[0]  # the MSE falls: the search trains on the task's loss
 
 
 def test_genotype_round_trip_and_bad_files(tmp_path):

@@ -2,7 +2,7 @@
 
 from ..artifact import Artifact, load_artifact, save_artifact
 from .pruning import PruneResult, prune
-from .trainer import TrainConfig, Trainer, resolve_device
+from .trainer import Hooks, SolverHooks, TrainConfig, Trainer, resolve_device
 
-__all__ = ["Trainer", "TrainConfig", "resolve_device", "Artifact", "save_artifact", "load_artifact", "prune",
-           "PruneResult"]
+__all__ = ["Trainer", "TrainConfig", "Hooks", "SolverHooks", "resolve_device", "Artifact", "save_artifact",
+           "load_artifact", "prune", "PruneResult"]

@@ -11,18 +11,17 @@ ones) → masked fine-tuning → squash.  With `out_dir` every phase checkpoints
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..artifact import Artifact, load_artifact, save_artifact
-from ..evaluate import BN_BATCHES, check_bn_batches, hard_prune_metrics, recalibrate_task_bn
+from ..evaluate import BN_BATCHES, check_bn_batches
 from ..layerwise import Reconstruction
-from ..masks import Masks, squash
+from ..masks import Masks
 from ..metrics import cost_summary
 from ..sets import ConstraintSet
 from ..solvers import SOLVERS
@@ -30,9 +29,17 @@ from ..spec import PruneSpec
 from ..task import Task, task_name
 from ..utils import state_digest
 from . import distributed as dist_utils
-from .reconstruct import check_reconstruction
-from .reconstruct import reconstruct as reconstruct_layers
-from .trainer import TrainConfig, Trainer, check_same_settings, resolve_device
+from .pipeline import (
+    Run,
+    build_solver,
+    finetune_masked,
+    hard_prune,
+    place,
+    recalibrated_metrics,
+    sparsity,
+    train_solver,
+)
+from .trainer import Hooks, TrainConfig, check_same_settings
 
 __all__ = ["prune", "PruneResult"]
 
@@ -76,7 +83,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
           solver_options: Mapping[str, Any] | Any = None, out_dir: str | Path | None = None,
           resume: bool = False, dense_metrics: dict[str, float] | None = None,
           bn_batches: int = BN_BATCHES, keep_checkpoints: bool = True,
-          reconstruct: Reconstruction | None = None) -> PruneResult:
+          reconstruct: Reconstruction | None = None, hooks: Sequence[Hooks] = ()) -> PruneResult:
     """Prune `model` in place with the registered solver `method` under `spec`; see module doc.
 
     `spec` is a PruneSpec or resolved sets {parameter name: ConstraintSet} (e.g. an allocation);
@@ -86,7 +93,8 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     False the per-phase training checkpoints in `out_dir` are removed once pruned.pt is written.
     `reconstruct` makes the final hard prune a layer-wise reconstruction (engine/reconstruct.py)
     instead of the projection; the projection's metrics are kept beside it (`projection`).  The
-    one-shot method `layerwise` reconstructs from the dense weights with zero epochs.
+    one-shot method `layerwise` reconstructs from the dense weights with zero epochs.  `hooks` join
+    every training phase's Trainer (solver training and fine-tuning).
     """
     entry = SOLVERS.get(method)
     options = entry.check_options(solver_options or {})
@@ -96,82 +104,42 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
-    run = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(entry.options(**options)),
-           "task": task.record(), "task_name": task_name(task), "source_weights": state_digest(model),
-           "bn_batches": bn_batches, "reconstruct": reconstruct.fingerprint() if reconstruct else None}
-    everything = {**run, "train": train.fingerprint(), "finetune": finetune.fingerprint() if finetune else None}
+    settings = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(entry.options(**options)),
+                "task": task.record(), "task_name": task_name(task), "source_weights": state_digest(model),
+                "bn_batches": bn_batches, "reconstruct": reconstruct.fingerprint() if reconstruct else None}
+    with_phases = {**settings, "train": train.fingerprint(), "finetune": finetune.fingerprint() if finetune else None}
     if resume and out is not None and (out / "pruned.pt").is_file():
-        return _finished(model, out / "pruned.pt", everything)
-    device = resolve_device(train.device)
-    model.to(device)
-    if device.type == "cuda" and train.channels_last:
-        model.to(memory_format=torch.channels_last)
+        return _finished(model, out / "pruned.pt", with_phases)
+    run = Run(model, task, place(model, train.device, train.channels_last), train.seed, out, resume, hooks)
     example = task.example_input()
     costs_before = cost_summary(model, example)
-    dense = dense_metrics or task.evaluate(model, device)
-
-    context = {"task": task, "seed": train.seed, "checkpoint": out / "layerwise.pt" if out else None,
-               "resume": resume} if entry.needs_task else {}
-    solver = entry.build(model, spec, **context, **options)
-    if reconstruct is not None:
-        check_reconstruction(model, solver.projector.sets, reconstruct)
-    metric = task.metric
-
-    def hard_prune_hook(trainer: Trainer) -> dict[str, Any]:
-        m = hard_prune_metrics(task, model, solver.projector, device, bn_batches, train.seed)
-        record = {f"hard_prune_{metric}": m["hard_prune"][metric], "distance": solver.distance()}
-        if m["hard_prune_bn"] is not None:
-            record[f"hard_prune_bn_{metric}"] = m["hard_prune_bn"][metric]
-        return record
-
-    epochs: list[dict[str, Any]] = []
-    if solver.trains and train.epochs > 0:
-        config = replace(train, checkpoint=str(out / f"{method}.pt") if out else None, resume=resume, settings=run)
-        epochs = Trainer(task, model, config, solver=solver, epoch_hooks=[hard_prune_hook],
-                         desc=method).fit()
-
-    projection = None
-    if reconstruct is not None:
-        projection = hard_prune_metrics(task, model, solver.projector, device, bn_batches, train.seed)
-        masks, layers = reconstruct_layers(model, task, solver.projector.sets, reconstruct, device=device,
-                                           seed=train.seed, checkpoint=out / "reconstruct.pt" if out else None,
-                                           resume=resume)
-    else:
-        masks = solver.hard_prune()
-        layers = getattr(solver, "records", [])
-    hard = task.evaluate(model, device)
-    hard_bn = task.evaluate(model, device) if recalibrate_task_bn(task, model, device, bn_batches, train.seed) \
-        else None
-    kept = sum(int(m.sum()) for m in masks.values())
-    total = sum(m.numel() for m in masks.values())
-    shapes = {n: masks[n].shape for n in masks}
-    target_kept = sum(k for k in solver.projector.kept(shapes).values() if k is not None)
-    has_global = any(k is None for k in solver.projector.kept(shapes).values())
-
-    tuned: list[dict[str, Any]] = []
-    if finetune is not None and finetune.epochs > 0:
-        masks.attach(model)
-        config = replace(finetune, checkpoint=str(out / "finetune.pt") if out else None, resume=resume,
-                         settings={**run, "train": train.fingerprint()})
-        tuned = Trainer(task, model, config, desc="finetune").fit()
-        squash(model)
-
+    dense = dense_metrics or task.evaluate(model, run.device)
+    solver = build_solver(run, entry, spec, options, reconstruct)
+    epochs = train_solver(run, solver, train, method, settings, bn_batches)
+    pruned = hard_prune(run, solver, reconstruct, bn_batches)
+    hard, hard_bn = recalibrated_metrics(run, bn_batches)
+    tuned = finetune_masked(run, pruned.masks, finetune, {**settings, "train": train.fingerprint()})
+    target, reached = sparsity(pruned.masks, solver)
     result = PruneResult(
-        method=method, spec=_spec_record(spec), metric=metric, dense=dense, hard_prune=hard,
-        hard_prune_bn=hard_bn, bn_batches=bn_batches if hard_bn is not None else 0,
-        target_sparsity=(1 - target_kept / total) if not has_global else float("nan"),
-        sparsity=1 - kept / total, epochs=epochs, finetune=tuned,
+        method=method, spec=_spec_record(spec), metric=task.metric, dense=dense, hard_prune=hard,
+        hard_prune_bn=hard_bn, bn_batches=bn_batches if hard_bn is not None else 0, target_sparsity=target,
+        sparsity=reached, epochs=epochs, finetune=tuned,
         costs={"before": _totals(costs_before), "after": _totals(cost_summary(model, example))},
-        seconds=time.perf_counter() - start, layerwise=layers, projection=projection,
+        seconds=time.perf_counter() - start, layerwise=pruned.layers, projection=pruned.projection,
         reconstruction=reconstruct.fingerprint() if reconstruct else None,
     )
     if out is not None and dist_utils.is_main():
-        save_artifact(Artifact.of(model, task, masks=Masks(masks).state_dict(), result=result.to_dict(),
-                                  provenance={"settings": everything}), out / "pruned.pt")
+        _save(run, out, pruned.masks, result, with_phases)
         if not keep_checkpoints:
             for phase in (out / f"{method}.pt", out / "finetune.pt", out / "layerwise.pt", out / "reconstruct.pt"):
                 phase.unlink(missing_ok=True)
     return result
+
+
+def _save(run: Run, out: Path, masks: Masks, result: PruneResult, settings: dict[str, Any]) -> None:
+    """pruned.pt: the pruned weights, their masks, the task, the result and the run's settings."""
+    save_artifact(Artifact.of(run.model, run.need_task("saving"), masks=masks.state_dict(), result=result.to_dict(),
+                              provenance={"settings": settings}), out / "pruned.pt")
 
 
 def _finished(model: nn.Module, path: Path, settings: dict[str, Any]) -> PruneResult:

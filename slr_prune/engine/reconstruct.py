@@ -11,8 +11,9 @@ settings differ.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from ..layerwise import (
     LAYER_SOLVERS,
     LAYER_TYPES,
     LayerProblem,
+    LayerSolver,
     Reconstruction,
     StageInputs,
     check_form,
@@ -35,6 +37,7 @@ from ..layerwise import (
     layer_gram,
     refit,
 )
+from ..layerwise.calibration import Pass
 from ..layerwise.config import CALIBRATION_BATCHES, DAMPING, PRECISIONS
 from ..masks import Masks
 from ..sets import ConstraintSet, Projector, TopKSet
@@ -90,7 +93,6 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
     params = dict(model.named_parameters())
     sets = per_layer_sets(sets, {n: params[n].detach() for n in sets})
     solver = config.build_solver()
-    dtype = PRECISIONS[config.precision]
     names = list(sets)
     path = Path(checkpoint) if checkpoint is not None else None
     settings = {"reconstruction": config.fingerprint(), "seed": seed, "layers": names,
@@ -110,39 +112,54 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
     for i, name in enumerate(names):
         if name in masks:
             continue
-        start = time.perf_counter()
         module = _module_of(model, name)
-        passes = stages.passes_for(name.rpartition(".")[0], module)
-        H, n = layer_gram(model, module, passes, batch_stats=config.batch_stats)
-        calibrated = time.perf_counter()
-        W = flat_weight(module).to(torch.float64)
-        problem = LayerProblem(W.to(dtype), damped(H, config.damping).to(dtype), sets[name], module.weight.shape)
-        new, mask, info = solver.solve(problem)
-        if config.refit:
-            new = refit(problem, mask, new)
-        raw = LayerProblem(W, H, sets[name], module.weight.shape)
-        base = float(raw.objective(torch.zeros_like(W))) or 1.0
-        before = float(raw.objective(W * problem.project_mask(W))) / base
-        new = new.to(torch.float64)
-        after = float(raw.objective(new)) / base
-        module.weight.copy_(new.reshape(module.weight.shape).to(module.weight.dtype))
-        masks[name] = mask.reshape(module.weight.shape)
-        seconds = time.perf_counter() - start
-        records.append({"layer": name, "shape": list(module.weight.shape), "inputs": n, "error_projection": before,
-                        "error": after, "kept": int(mask.sum()), "seconds": seconds,
-                        "calibration_seconds": calibrated - start, **info})
+        mask, record = _solve_layer(model, name, module, stages.passes_for(name.rpartition(".")[0], module),
+                                    solver, config, sets[name])
+        masks[name] = mask
+        records.append(record)
         if path is not None and is_main():  # every rank holds the same weights; one writes them
             save_artifact(Artifact.of(model, task, masks={k: v.cpu() for k, v in masks.items()},
                                       phase={"records": records}, provenance={"settings": settings}), path)
-        if log and n < W.shape[-1]:
-            log(f"note: {name} saw {n} input vectors for {W.shape[-1]} weights per row: its problem is "
-                "underdetermined on the calibration data (the error shown is optimistic); give more "
-                "--calibration-batches")
         if log:
-            log(f"layer {i + 1}/{len(names)} {name} {'×'.join(map(str, module.weight.shape))}: output error "
-                f"{before:.4f} (projection) → {after:.4f} ({config.solver}{' + lstsq' if config.refit else ''}), "
-                f"{seconds:.1f} s")
+            _log_layer(log, record, f"{i + 1}/{len(names)}", config)
     return Masks(masks), records
+
+
+def _solve_layer(model: nn.Module, name: str, module: nn.Module, passes: Iterable[Pass], solver: LayerSolver,
+                 config: Reconstruction, target: ConstraintSet) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Calibrate one layer, solve its problem and write its new weights; returns (mask, record)."""
+    start = time.perf_counter()
+    H, n = layer_gram(model, module, passes, batch_stats=config.batch_stats)
+    calibrated = time.perf_counter()
+    W = flat_weight(module).to(torch.float64)
+    dtype = PRECISIONS[config.precision]
+    problem = LayerProblem(W.to(dtype), damped(H, config.damping).to(dtype), target, module.weight.shape)
+    new, mask, info = solver.solve(problem)
+    if config.refit:
+        new = refit(problem, mask, new)
+    raw = LayerProblem(W, H, target, module.weight.shape)
+    base = float(raw.objective(torch.zeros_like(W))) or 1.0
+    before = float(raw.objective(W * problem.project_mask(W))) / base
+    new = new.to(torch.float64)
+    after = float(raw.objective(new)) / base
+    module.weight.copy_(new.reshape(module.weight.shape).to(module.weight.dtype))
+    seconds = time.perf_counter() - start
+    return mask.reshape(module.weight.shape), {
+        "layer": name, "shape": list(module.weight.shape), "inputs": n, "error_projection": before, "error": after,
+        "kept": int(mask.sum()), "seconds": seconds, "calibration_seconds": calibrated - start, **info}
+
+
+def _log_layer(log: Callable[[str], None], record: dict[str, Any], position: str, config: Reconstruction) -> None:
+    """The layer's line (and a note when its problem is underdetermined on the calibration data)."""
+    name, shape = record["layer"], record["shape"]
+    row = math.prod(shape[1:])  # the weights one input vector multiplies (a GEMM row)
+    if record["inputs"] < row:
+        log(f"note: {name} saw {record['inputs']} input vectors for {row} weights per row: its "
+            "problem is underdetermined on the calibration data (the error shown is optimistic); give more "
+            "--calibration-batches")
+    log(f"layer {position} {name} {'×'.join(map(str, shape))}: output error {record['error_projection']:.4f} "
+        f"(projection) → {record['error']:.4f} ({config.solver}{' + lstsq' if config.refit else ''}), "
+        f"{record['seconds']:.1f} s")
 
 
 class _Stages:

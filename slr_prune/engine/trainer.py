@@ -1,11 +1,12 @@
-"""The training loop shared by dense training, SLR/ADMM training and masked fine-tuning.
+"""The training loop shared by dense training, SLR/ADMM training, masked fine-tuning and the search.
 
-Per step: loss → backward → `solver.add_penalty_grad_()` → optimizer step (and `solver.step(probe)`
-whenever `solver.due(step)`).  Per epoch: the LR schedule (stepped once per epoch, with T_max in
-epochs), `solver.step(probe)` (for solvers that step once per epoch), evaluation, an
-atomic checkpoint, then callbacks.  bf16 autocast and channels_last on CUDA; DDP when launched
-by torchrun; each epoch reseeds from (seed, epoch) so a resumed run sees the same data order and
-augmentations as an uninterrupted one.
+Per step: loss → backward → hooks' `after_backward` → optimizer step → hooks' `after_step`.  Per
+epoch: the LR schedule (stepped once per epoch, with T_max in epochs), hooks' `epoch_end` (the
+solver's `step(probe)` first, then the evaluation, then the caller's), an atomic checkpoint, then
+hooks' `should_stop`.  A pruning solver is driven by `SolverHooks` (its gradient term, its
+fix-up after each optimizer step and its `step()` cadence).  bf16 autocast and channels_last on
+CUDA; DDP when launched by torchrun; each epoch reseeds from (seed, epoch) so a resumed run sees
+the same data order and augmentations as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..artifact import Artifact, load_artifact, save_artifact
 from ..errors import StateError
@@ -30,7 +31,7 @@ from ..solvers.base import Solver
 from ..task import Task
 from . import distributed as dist_utils
 
-__all__ = ["TrainConfig", "Trainer", "resolve_device", "seed_everything"]
+__all__ = ["TrainConfig", "Trainer", "Hooks", "SolverHooks", "Evaluation", "resolve_device", "seed_everything"]
 
 
 @dataclass
@@ -161,23 +162,84 @@ def epoch_line(record: dict[str, Any], metric: str, desc: str, epochs: int) -> s
     return "  ".join(parts)
 
 
-Callback = Callable[["Trainer", dict[str, Any]], None]
-EpochHook = Callable[["Trainer"], dict[str, Any]]
+class Hooks:
+    """Extension points of `Trainer.fit` (no-op defaults: override what you need).
+
+    Hooks run in list order; a trainer's own come first: its solver's, then the evaluation.
+    """
+
+    def fit_start(self, trainer: Trainer) -> None:
+        """Before the checkpoint is resumed and the first epoch runs."""
+
+    def after_backward(self, trainer: Trainer) -> None:
+        """After `loss.backward()`, before the optimizer step (e.g. add a penalty gradient)."""
+
+    def after_step(self, trainer: Trainer, step: int) -> None:
+        """After the `step`-th optimizer step of the epoch (from 1), gradients already cleared."""
+
+    def epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> dict[str, Any] | None:
+        """After the epoch's LR step, before its checkpoint; returns entries for its record."""
+        return None
+
+    def should_stop(self, trainer: Trainer) -> bool:
+        """After the epoch's checkpoint: True ends `fit()` early (raise to interrupt the run)."""
+        return False
+
+
+class SolverHooks(Hooks):
+    """Drives a pruning solver: its gradient term, its post-step fix-up and its `step()` cadence."""
+
+    def __init__(self, solver: Solver):
+        self.solver = solver
+        self.record: dict[str, Any] = {}
+        self.probe: Callable[[], float] | None = None
+
+    def fit_start(self, trainer: Trainer) -> None:
+        self.solver.begin(trainer.config.epochs, len(trainer.task.train_loader(trainer.sampler)))
+        self.probe = self._probe(trainer)
+
+    def after_backward(self, trainer: Trainer) -> None:
+        self.solver.add_penalty_grad_()
+
+    def after_step(self, trainer: Trainer, step: int) -> None:
+        self.solver.after_optimizer_step_()
+        if self.solver.due(step):
+            self.record = self.solver.step(self.probe)
+
+    def epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> dict[str, Any]:
+        if not self.solver.steps_within_epoch:
+            self.record = self.solver.step(self.probe)
+        return {"solver": self.record}
+
+    @staticmethod
+    def _probe(trainer: Trainer) -> Callable[[], float]:
+        """The loss on fixed probe batches, averaged over ranks (SLR's surrogate conditions)."""
+        task, model, device = trainer.task, trainer.model, trainer.device
+        batches = task.probe_batches(trainer.config.probe_batches, seed=trainer.config.seed)
+        closure = probe_closure(model, batches, batch_loss=lambda b: task.loss(model, b, device))
+        return lambda: dist_utils.all_reduce_mean(closure(), device)
+
+
+class Evaluation(Hooks):
+    """The task's validation metrics in every epoch's record (rank 0's BatchNorm statistics under DDP)."""
+
+    def epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> dict[str, float]:
+        if trainer.distributed:
+            dist_utils.broadcast_buffers(trainer.model)
+        return trainer.task.evaluate(trainer.model, trainer.device)
 
 
 class Trainer:
     """Runs `config.epochs` epochs of `task` on `model`, optionally driving a pruning `solver`.
 
-    `epoch_hooks` add entries to each epoch's record (e.g. the hard-prune metric); `callbacks`
-    run after the checkpoint of the epoch is written.
+    `hooks` run after the trainer's own (the solver's, then the evaluation): they add entries to
+    each epoch's record (e.g. the hard-prune metric), act between steps or stop the run.
     """
 
     def __init__(self, task: Task, model: nn.Module, config: TrainConfig, solver: Solver | None = None,
-                 epoch_hooks: Sequence[EpochHook] = (), callbacks: Sequence[Callback] = (),
-                 desc: str = "train"):
+                 hooks: Sequence[Hooks] = (), desc: str = "train"):
         self.task, self.config, self.solver, self.desc = task, config, solver, desc
         self.device = resolve_device(config.device)
-        self.epoch_hooks, self.callbacks = list(epoch_hooks), list(callbacks)
         self.model = model.to(self.device)
         if self.device.type == "cuda" and config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -195,9 +257,13 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
+        self.hooks: list[Hooks] = [*self._own_hooks(), *hooks]
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
-        self._solver_record: dict[str, Any] = {}
+
+    def _own_hooks(self) -> list[Hooks]:
+        """The solver's hooks (when it has one) and the per-epoch evaluation."""
+        return [*([SolverHooks(self.solver)] if self.solver is not None else []), Evaluation()]
 
     # ---- set-up -------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -215,12 +281,6 @@ class Trainer:
         if c.schedule == "step":
             return torch.optim.lr_scheduler.StepLR(self.optimizer, c.step_epochs, c.gamma)
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
-
-    def _probe(self) -> Callable[[], float]:
-        batches = self.task.probe_batches(self.config.probe_batches, seed=self.config.seed)
-        closure = probe_closure(self.model, batches,
-                                batch_loss=lambda b: self.task.loss(self.model, b, self.device))
-        return lambda: dist_utils.all_reduce_mean(closure(), self.device)
 
     # ---- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -263,10 +323,9 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
         """Train until `config.epochs`; returns one record per epoch (resumed ones included)."""
-        if self.solver is not None:
-            self.solver.begin(self.config.epochs, len(self.task.train_loader(self.sampler)))
+        for hook in self.hooks:
+            hook.fit_start(self)
         self._maybe_resume()
-        self._probe_fn = self._probe() if self.solver is not None else None
         while self.epoch < self.config.epochs:
             seed_everything(self.config.seed * 1000 + self.epoch)
             if self.sampler is not None:
@@ -277,15 +336,8 @@ class Trainer:
             self.scheduler.step()
             self.epoch += 1
             record: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss, "lr": lr}
-            if self.solver is not None:
-                if not self.solver.steps_within_epoch:
-                    self._solver_record = self.solver.step(self._probe_fn)
-                record["solver"] = self._solver_record
-            if self.distributed:
-                dist_utils.broadcast_buffers(self.model)  # every rank evaluates rank 0's statistics
-            record.update(self.task.evaluate(self.model, self.device))
-            for hook in self.epoch_hooks:
-                record.update(hook(self))
+            for hook in self.hooks:
+                record.update(hook.epoch_end(self, record) or {})
             record["seconds"] = time.perf_counter() - start
             self.history.append(record)
             self._save()
@@ -293,36 +345,44 @@ class Trainer:
                 from tqdm.auto import tqdm
 
                 tqdm.write(epoch_line(record, self.task.metric, self.desc, self.config.epochs))
-            for callback in self.callbacks:
-                callback(self, record)
+            if any([hook.should_stop(self) for hook in self.hooks]):  # every hook is asked
+                break
         return self.history
+
+    def _batches(self) -> tuple[Iterable[Any], int]:
+        """One epoch's training batches and their number."""
+        loader = self.task.train_loader(self.sampler)
+        return loader, len(loader)
+
+    def _step(self, batch: Any) -> Tensor:
+        """One optimizer step on `batch`; returns its (detached) training loss."""
+        use_amp = self.config.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = self.task.loss(self.net, batch, self.device)
+        loss.backward()
+        for hook in self.hooks:
+            hook.after_backward(self)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
 
     def _train_epoch(self) -> float:
         from tqdm.auto import tqdm
 
         c = self.config
         self.net.train()
-        loader = self.task.train_loader(self.sampler)
-        use_amp = c.amp and self.device.type == "cuda"
+        batches, n = self._batches()
         total, steps = torch.zeros((), device=self.device), 0
-        bar = tqdm(loader, desc=f"{self.desc} {self.epoch + 1}/{c.epochs}", leave=False,
+        bar = tqdm(batches, total=n, desc=f"{self.desc} {self.epoch + 1}/{c.epochs}", leave=False,
                    disable=not (c.progress and dist_utils.is_main()))
         for batch in bar:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = self.task.loss(self.net, batch, self.device)
-            loss.backward()
-            if self.solver is not None:
-                self.solver.add_penalty_grad_()
-            self.optimizer.step()
-            if self.solver is not None:
-                self.solver.after_optimizer_step_()
-            self.optimizer.zero_grad(set_to_none=True)
-            total += loss.detach().float()
+            loss = self._step(batch)
+            total += loss.float()
             steps += 1
-            if self.solver is not None and self.solver.due(steps):
-                self._solver_record = self.solver.step(self._probe_fn)
+            for hook in self.hooks:
+                hook.after_step(self, steps)
             if steps % c.log_every == 0:
-                self._check_finite(float(loss.detach()), steps)
+                self._check_finite(float(loss), steps)
                 bar.set_postfix(loss=f"{float(total) / steps:.4f}")
         mean = float(total) / max(1, steps)
         self._check_finite(mean, steps)

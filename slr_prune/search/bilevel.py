@@ -1,35 +1,38 @@
 """`search()`: the first-order bilevel search of α through the pruned weights, with checkpoints.
 
 Each step (Liu et al.'s first-order DARTS): one architecture step on a batch of the search's
-validation half — Adam on α, the loss through the pruned candidates' projected weights — then
-one weight step on a batch of its training half — SGD on the network weights, the loss plus
-`penalty` · Σ ½‖W − Π_S(W)‖² over the pruned candidates.  The two halves are a seeded split of
-the task's training set, so the task's own validation data stays unseen until the end.  Every
-epoch reseeds from (seed, epoch), records the softmax(α) snapshot and the genotype, and writes
-an atomic checkpoint; `resume=True` continues it exactly, or refuses when the settings differ.
+validation half — Adam on α, the task's loss through the pruned candidates' projected weights —
+then one weight step on a batch of its training half — SGD on the network weights, the task's
+loss plus `penalty` · Σ ½‖W − Π_S(W)‖² over the pruned candidates.  The two halves are a seeded
+split of the task's training set, so the task's own validation data stays unseen until the end.
+The search runs on the Trainer (`BilevelTrainer`), so every epoch reseeds from (seed, epoch),
+records the softmax(α) snapshot and the genotype, and writes an atomic checkpoint as every
+training phase does; `resume=True` continues it exactly, or refuses when the settings differ.
+Any task's loss works: nothing here assumes classification.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from ..artifact import Artifact, load_artifact, save_artifact
-from ..engine.trainer import check_same_settings, check_seed, resolve_device, seed_everything
+from ..engine.distributed import is_main
+from ..engine.trainer import Hooks, TrainConfig, Trainer, check_seed
 from ..sets import ConstraintSet
 from ..task import Task
 from .genotype import Genotype
 from .ops import pruned_modules
 from .space import DEFAULT_OPS, SearchNetwork
 
-__all__ = ["SearchConfig", "SearchResult", "search", "task_classes"]
+__all__ = ["SearchConfig", "SearchResult", "search", "task_classes", "BilevelTrainer"]
 
 
 @dataclass
@@ -91,89 +94,123 @@ def _halves(task: Task, seed: int) -> tuple[Subset, Subset]:
 
 
 def search(task: Task, sparsity: ConstraintSet, config: SearchConfig | None = None, *,
-           checkpoint: str | Path | None = None, resume: bool = False,
-           settings: dict[str, Any] | None = None) -> tuple[SearchNetwork, SearchResult]:
-    """Search cells for `task` (a Task with a map-style training set) with the pruned candidates
-    on `sparsity`; returns the supernet and the result (genotype, per-epoch α and metrics)."""
-    from tqdm.auto import tqdm
-
+           checkpoint: str | Path | None = None, resume: bool = False, settings: dict[str, Any] | None = None,
+           hooks: Sequence[Hooks] = ()) -> tuple[SearchNetwork, SearchResult]:
+    """Search cells for `task` (a Task with a map-style training set, any loss) with the pruned
+    candidates on `sparsity`; returns the supernet and the result (genotype, per-epoch α and
+    losses).  `hooks` join the search's Trainer."""
     config = config or SearchConfig()
     start = time.perf_counter()
-    device = resolve_device(config.device)
     x0 = task.example_input()
     torch.manual_seed(config.seed)
     net = SearchNetwork(sparsity, config.channels, config.layers, config.steps,
                         num_classes=task_classes(task), in_channels=x0.shape[1], ops=config.ops,
-                        prune_all=config.prune_all).to(device)
-    weights = net.weights()
-    w_opt = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum,
-                            weight_decay=config.weight_decay)
-    a_opt = torch.optim.Adam(net.alphas(), lr=config.arch_lr, betas=(0.5, 0.999),
-                             weight_decay=config.arch_weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=max(1, config.epochs), eta_min=config.lr / 50)
+                        prune_all=config.prune_all)
     fingerprint = {**config.fingerprint(), "sparsity": repr(sparsity), **(settings or {})}
-    history: list[dict[str, Any]] = []
-    epoch = 0
-    if resume and checkpoint and Path(checkpoint).is_file():
-        saved = load_artifact(checkpoint, map_location=device)
-        check_same_settings(saved.settings, fingerprint, checkpoint)
-        net.load_state_dict(saved.state_dict)
-        state = saved.phase or {}
-        w_opt.load_state_dict(state["w_opt"])
-        a_opt.load_state_dict(state["a_opt"])
-        sched.load_state_dict(state["sched"])
-        history, epoch = list(state["history"]), int(state["epoch"])
-    train_half, val_half = _halves(task, config.seed)
-    penalized = list(pruned_modules(net).values())
-    while epoch < config.epochs:
-        seed_everything(config.seed * 1000 + epoch)
-        loaders = [DataLoader(h, config.batch_size, shuffle=True, drop_last=len(h) > config.batch_size,
-                              generator=torch.Generator().manual_seed(config.seed * 1000 + epoch + k))
-                   for k, h in enumerate((train_half, val_half))]
-        net.train()
-        sums = {"train_loss": 0.0, "val_loss": 0.0, "val_correct": 0, "val_seen": 0}
-        steps = 0
-        bar = tqdm(zip(*loaders, strict=False), total=min(map(len, loaders)), leave=False,
-                   desc=f"search {epoch + 1}/{config.epochs}", disable=not config.progress)
-        for (xt, yt), (xv, yv) in bar:
-            xt, yt, xv, yv = xt.to(device), yt.to(device), xv.to(device), yv.to(device)
-            a_opt.zero_grad(set_to_none=True)
-            logits = net(xv)
-            val_loss = F.cross_entropy(logits, yv)
-            val_loss.backward()
-            a_opt.step()
-            w_opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net(xt), yt)
-            reg = sum(m.penalty() for m in penalized) if penalized and config.penalty else 0.0
-            (loss + config.penalty * reg).backward()
-            nn.utils.clip_grad_norm_(weights, 5.0)
-            for a in net.alphas():
-                a.grad = None  # α moves only on the validation half
-            w_opt.step()
-            steps += 1
-            sums["train_loss"] += float(loss.detach())
-            sums["val_loss"] += float(val_loss.detach())
-            sums["val_correct"] += int((logits.argmax(1) == yv).sum())
-            sums["val_seen"] += len(yv)
-        sched.step()
-        epoch += 1
-        genotype = net.genotype()
-        history.append({
-            "epoch": epoch, "train_loss": sums["train_loss"] / max(1, steps),
-            "search_val_loss": sums["val_loss"] / max(1, steps),
-            "search_val_accuracy": sums["val_correct"] / max(1, sums["val_seen"]),
-            "alpha_normal": F.softmax(net.alpha_normal, -1).tolist(),
-            "alpha_reduce": F.softmax(net.alpha_reduce, -1).tolist(),
-            "genotype": genotype.to_dict()})
-        if checkpoint:
-            save_artifact(Artifact.of(net, phase={"epoch": epoch, "w_opt": w_opt.state_dict(),
-                                                  "a_opt": a_opt.state_dict(), "sched": sched.state_dict(),
-                                                  "history": history},
-                                      provenance={"settings": fingerprint}), checkpoint)
-        if config.progress:
-            tqdm.write(f"search {epoch}/{config.epochs}  loss {history[-1]['train_loss']:.4f}  "
-                       f"search-val accuracy {100 * history[-1]['search_val_accuracy']:.2f}%")
-    return net, SearchResult(net.genotype(), history, time.perf_counter() - start)
+    train = TrainConfig(epochs=config.epochs, lr=config.lr, momentum=config.momentum, nesterov=False,
+                        weight_decay=config.weight_decay, amp=False, channels_last=False, seed=config.seed,
+                        device=config.device, checkpoint=str(checkpoint) if checkpoint else None, resume=resume,
+                        progress=config.progress, settings=fingerprint)
+    history = BilevelTrainer(task, net, config, train, hooks).fit()
+    epochs = [{k: v for k, v in record.items() if k != "seconds"} for record in history]  # reproducible records
+    return net, SearchResult(net.genotype(), epochs, time.perf_counter() - start)
+
+
+class BilevelTrainer(Trainer):
+    """The search on the shared training loop (seeding, resume, settings check, checkpoints).
+
+    Each step: an architecture step (Adam on α, the task's loss on a batch of the search's
+    validation half), then the Trainer's weight step (SGD on the weights, the task's loss on a
+    batch of the training half, plus `SearchPenalty`'s gradient).  Its checkpoint adds the
+    architecture optimizer to the Trainer's.
+    """
+
+    def __init__(self, task: Task, net: SearchNetwork, search: SearchConfig, train: TrainConfig,
+                 hooks: Sequence[Hooks] = ()):
+        self.search = search
+        super().__init__(task, net, train, hooks=hooks, desc="search")
+        self.arch_optimizer = torch.optim.Adam(net.alphas(), lr=search.arch_lr, betas=(0.5, 0.999),
+                                               weight_decay=search.arch_weight_decay)
+        self.halves = _halves(task, search.seed)
+        self.collate = task.train_loader().collate_fn
+
+    def _own_hooks(self) -> list[Hooks]:
+        self.record = SearchRecord()
+        return [SearchPenalty(self.model, self.search.penalty), self.record]
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.search
+        return torch.optim.SGD(self.model.weights(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, self.search.epochs),
+                                                          eta_min=self.search.lr / 50)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "arch_optimizer": self.arch_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+
+    def _batches(self) -> tuple[Iterable[Any], int]:
+        """(training-half batch, validation-half batch) pairs, shuffled under (seed, epoch)."""
+        c = self.search
+        loaders = [DataLoader(h, c.batch_size, shuffle=True, drop_last=len(h) > c.batch_size, collate_fn=self.collate,
+                              generator=torch.Generator().manual_seed(c.seed * 1000 + self.epoch + k))
+                   for k, h in enumerate(self.halves)]
+        return zip(*loaders, strict=False), min(map(len, loaders))
+
+    def _step(self, batch: Any) -> Tensor:
+        train, val = batch
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        val_loss = self.task.loss(self.net, val, self.device)
+        val_loss.backward()
+        self.arch_optimizer.step()
+        self.record.add(val_loss.detach())
+        self.optimizer.zero_grad(set_to_none=True)  # the α step's gradients on the weights
+        return super()._step(train)
+
+
+class SearchPenalty(Hooks):
+    """The weight step's extras: `penalty` · Σ ½‖W − Π_S(W)‖² over the pruned candidates, gradient
+    clipping at norm 5, and no α update (α moves only on the validation half)."""
+
+    def __init__(self, net: SearchNetwork, penalty: float):
+        self.net, self.penalty = net, penalty
+        self.pruned = list(pruned_modules(net).values())
+
+    def after_backward(self, trainer: Trainer) -> None:
+        if self.pruned and self.penalty:
+            (self.penalty * sum(m.penalty() for m in self.pruned)).backward()
+        nn.utils.clip_grad_norm_(self.net.weights(), 5.0)
+        for a in self.net.alphas():
+            a.grad = None
+
+
+class SearchRecord(Hooks):
+    """Each epoch's search-validation loss, softmax(α) snapshot and genotype (instead of the task's metric)."""
+
+    def __init__(self) -> None:
+        self.val_loss, self.val_steps = 0.0, 0
+
+    def add(self, val_loss: Tensor) -> None:
+        self.val_loss += float(val_loss)
+        self.val_steps += 1
+
+    def epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> dict[str, Any]:
+        net = trainer.model
+        out = {"search_val_loss": self.val_loss / max(1, self.val_steps),
+               "alpha_normal": F.softmax(net.alpha_normal, -1).tolist(),
+               "alpha_reduce": F.softmax(net.alpha_reduce, -1).tolist(),
+               "genotype": net.genotype().to_dict()}
+        self.val_loss, self.val_steps = 0.0, 0
+        if trainer.config.progress and is_main():
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"search {record['epoch']}/{trainer.config.epochs}  loss {record['train_loss']:.4f}  "
+                       f"search-val loss {out['search_val_loss']:.4f}")
+        return out
 
 
 def task_classes(task: Task) -> int:

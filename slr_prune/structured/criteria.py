@@ -36,8 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..engine.trainer import TrainConfig
 from ..registry import Registry
 from ..solvers import SOLVERS
+from ..task import Task
 from .surgery import ChannelGraph, ChannelGroup, Member, SiteMasker
 
 __all__ = [
@@ -76,7 +78,7 @@ class Calibration:
         self.device = torch.device(self.device)
 
     @classmethod
-    def from_task(cls, task: Any, n_batches: int, device: torch.device | str) -> Calibration:
+    def from_task(cls, task: Task, n_batches: int, device: torch.device | str) -> Calibration:
         """The task's first `n_batches` probe batches (fixed order) and its training loss."""
         if n_batches < 1:
             raise ValueError(f"calibration batches must be ≥ 1, got {n_batches}")
@@ -441,7 +443,7 @@ class SolverCriterion(Criterion):
 
     needs_counts = True
 
-    def __init__(self, method: str = "slr", task: Any = None, train: Any = None,
+    def __init__(self, method: str = "slr", task: Task | None = None, train: TrainConfig | None = None,
                  solver_options: Mapping[str, Any] | None = None):
         if not SOLVERS.get(method).trains:
             raise ValueError(f"solver criterion method {method!r} does not train; choose one of "

@@ -27,26 +27,17 @@ import torch
 from torch import Tensor, nn
 
 from ..allocate import Allocation, allocate_convex, allocate_uniform, counts_from_ratios, polynomial_value
+from ..engine.pipeline import LatencyOptions, Run, measure_latency, place, remove_channels
+from ..engine.pipeline import finetune as pipeline_finetune
+from ..engine.trainer import Hooks, TrainConfig
 from ..metrics.flops import cost_summary
-from ..task import task_name
+from ..task import Task, task_name
 from .criteria import CRITERIA, Calibration, Criterion, WeightNorm, make_criterion
 from .record import save_pruned
 from .surgery import ChannelGraph, SiteMasker, plan_from_scores
 
 __all__ = ["StructuredResult", "structured_prune", "torch_pruning_baseline", "measure_sensitivity",
            "LatencyOptions"]
-
-
-@dataclass
-class LatencyOptions:
-    """How to time the dense and the pruned model (interleaved) at the end of a run."""
-
-    batch_size: int = 1
-    device: str = "cpu"
-    dtype: str | None = None  # None (float32) or "bfloat16"
-    repeats: int = 10
-    warmup: int = 3
-    channels_last: bool = True
 
 
 @dataclass
@@ -102,9 +93,9 @@ def measure_sensitivity(graph: ChannelGraph, scores: Mapping[str, Tensor], calib
     return out
 
 
-def task_ignored(task: Any) -> list[str]:
+def task_ignored(task: Task | None) -> list[str]:
     """Module-name globs of the task's default exclusions (parameter globs without ".weight")."""
-    globs = getattr(task, "default_exclude", ()) if task is not None else ()
+    globs = task.default_exclude if task is not None else ()
     return [g.removesuffix(".weight") for g in globs]
 
 
@@ -127,125 +118,123 @@ def _resolve_budget(flops_target: float | None, params_target: float | None,
     return given[0]
 
 
-def structured_prune(model: nn.Module, task: Any = None, *, example_input: Tensor | None = None,
-                     criterion: str | Criterion = "l1", criterion_options: Mapping[str, Any] | None = None,
-                     flops_target: float | None = None, params_target: float | None = None,
-                     ratios: Mapping[str, float] | None = None, allocation: str = "uniform", round_to: int = 8,
-                     min_keep: float = 0.1, ignored_layers: Iterable[nn.Module | str] = (),
-                     calibration: Calibration | None = None, calibration_batches: int = 4,
-                     sensitivity_levels: Sequence[float] = (0.25, 0.5, 0.75), finetune: Any = None,
-                     device: str | torch.device = "auto", latency: LatencyOptions | None = None,
-                     out_dir: str | Path | None = None) -> StructuredResult:
-    """Prune `model`'s filters for real, in place; see the module docstring for the steps.
-
-    Budgets: `flops_target` / `params_target` are the fraction of the dense MACs / parameters to
-    keep (0.5 = half); `ratios` maps globs over group or layer names to prune ratios.
-    `allocation` "uniform" or "convex" (for targets).  `round_to` makes every kept channel count
-    a multiple of it (1 = exact counts).  `finetune` is a `TrainConfig` (needs `task`).
-    The task's `default_exclude` (e.g. a detection head's output convs) joins `ignored_layers`.
-    """
-    from ..engine.trainer import Trainer, resolve_device
-
-    start = time.perf_counter()
+def _checked_budget(allocation: str, flops_target: float | None, params_target: float | None,
+                    ratios: Mapping[str, float] | None) -> tuple[str, Any]:
+    """(kind, budget) after checking that the allocation fits it."""
     if allocation not in ("uniform", "convex"):
         raise ValueError(f"allocation {allocation!r} is not 'uniform' or 'convex'")
     kind, budget = _resolve_budget(flops_target, params_target, ratios)
     if kind == "ratios" and allocation != "uniform":
         raise ValueError("allocation 'convex' needs a flops_target or params_target, not per-layer ratios")
-    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    model.to(dev)
+    return kind, budget
+
+
+def structured_prune(model: nn.Module, task: Task | None = None, *, example_input: Tensor | None = None,
+                     criterion: str | Criterion = "l1", criterion_options: Mapping[str, Any] | None = None,
+                     flops_target: float | None = None, params_target: float | None = None,
+                     ratios: Mapping[str, float] | None = None, allocation: str = "uniform", round_to: int = 8,
+                     min_keep: float = 0.1, ignored_layers: Iterable[nn.Module | str] = (),
+                     calibration: Calibration | None = None, calibration_batches: int = 4,
+                     sensitivity_levels: Sequence[float] = (0.25, 0.5, 0.75), finetune: TrainConfig | None = None,
+                     device: str | torch.device = "auto", latency: LatencyOptions | None = None,
+                     out_dir: str | Path | None = None, hooks: Sequence[Hooks] = ()) -> StructuredResult:
+    """Prune `model`'s filters for real, in place; see the module docstring for the steps.
+
+    Budgets: `flops_target` / `params_target` are the fraction of the dense MACs / parameters to
+    keep (0.5 = half); `ratios` maps globs over group or layer names to prune ratios.
+    `allocation` "uniform" or "convex" (for targets).  `round_to` makes every kept channel count
+    a multiple of it (1 = exact counts).  `finetune` is a `TrainConfig` (needs `task`); `hooks`
+    join its Trainer.  The task's `default_exclude` (e.g. a detection head's output convs) joins
+    `ignored_layers`.
+    """
+    start = time.perf_counter()
+    kind, budget = _checked_budget(allocation, flops_target, params_target, ratios)
+    run = Run(model, task, place(model, device), hooks=hooks)
     if example_input is None:
         if task is None:
             raise ValueError("give a task or an example_input (a batch-of-1 input tensor)")
         example_input = task.example_input()
-    example = example_input.to(dev)
-    options = dict(criterion_options or {})
-    if isinstance(criterion, str) and "task" in CRITERIA.get(criterion).workflow:
-        options.setdefault("task", task)
-    crit = make_criterion(criterion, **options)
-    needs_calibration = crit.needs_data or allocation == "convex"
-    if needs_calibration and calibration is None:
-        if task is None:
-            raise ValueError(f"criterion {crit.name!r} / allocation {allocation!r} need data: give a task or a "
-                             "Calibration")
-        calibration = Calibration.from_task(task, calibration_batches, dev)
-
+    example = example_input.to(run.device)
+    crit, calibration = _criterion(criterion, criterion_options, allocation, task, calibration, calibration_batches,
+                                   run.device)
     dense_copy = copy.deepcopy(model) if latency is not None else None
     before = cost_summary(model, example)
-    dense = task.evaluate(model, dev) if task is not None else {}
+    dense = task.evaluate(model, run.device) if task is not None else {}
     graph = ChannelGraph(model, example[:1], [*ignored_layers, *task_ignored(task)])
     sizes = graph.sizes()
-    seconds: dict[str, float] = {}
-
-    scores: dict[str, Tensor] | None = None
     t0 = time.perf_counter()
-    if kind == "ratios":
-        names = {g: grp.member_names() for g, grp in graph.groups.items()}
-        counts = counts_from_ratios(sizes, budget, names, round_to)
-        alloc = Allocation(counts, "ratios", "ratios", float("nan"),
-                           graph.costs.cost(_full_plan(graph, counts), "macs") / graph.costs.total("macs"))
-    else:
-        poly = graph.costs.polynomial(kind)
-        if allocation == "uniform":
-            alloc = allocate_uniform(sizes, poly, budget, kind, round_to, min_keep)
-        else:
-            if crit.needs_counts:  # solver criteria score after the allocation: L2 stands in
-                proxy = WeightNorm(p=2).scores(graph)
-            else:
-                scores = crit.scores(graph, calibration)
-                proxy = scores
-            sens = measure_sensitivity(graph, proxy, calibration, sensitivity_levels)
-            alloc = allocate_convex(sizes, poly, budget, sens, kind, round_to, min_keep)
-            alloc.info["sensitivity"] = {g: [list(p) for p in pts] for g, pts in sens.items()}
-        counts = alloc.counts
-    seconds["allocation"] = time.perf_counter() - t0
-
+    alloc, scores = _allocate(graph, sizes, crit, calibration, kind, budget, allocation, round_to, min_keep,
+                              sensitivity_levels)
+    seconds = {"allocation": time.perf_counter() - t0}
     t0 = time.perf_counter()
     if scores is None:
-        scores = crit.scores(graph, calibration, counts)
+        scores = crit.scores(graph, calibration, alloc.counts)
     seconds["criterion"] = time.perf_counter() - t0
-    plan = plan_from_scores(scores, {g: k for g, k in counts.items() if k < sizes[g]})
-    predicted = {"macs": graph.costs.cost(plan, "macs"), "params": graph.costs.cost(plan, "params")}
-    graph.prune(plan)
-    after = cost_summary(model, example)
-    pruned_metrics = task.evaluate(model, dev) if task is not None else {}
-
-    history: list[dict[str, Any]] = []
-    if finetune is not None and getattr(finetune, "epochs", 0) > 0:
-        if task is None:
-            raise ValueError("fine-tuning needs a task")
-        t0 = time.perf_counter()
-        history = Trainer(task, model, finetune, desc="finetune").fit()
+    plan = plan_from_scores(scores, {g: k for g, k in alloc.counts.items() if k < sizes[g]})
+    predicted, after, pruned_metrics = remove_channels(run, graph, plan, example)
+    t0 = time.perf_counter()
+    history = pipeline_finetune(run, finetune)
+    if history:
         seconds["finetune"] = time.perf_counter() - t0
-
-    lat: dict[str, Any] = {}
-    if latency is not None:
-        from ..metrics.latency import compare_latency
-
-        dtype = getattr(torch, latency.dtype) if latency.dtype else None
-        x = example[:1].repeat(latency.batch_size, *([1] * (example.dim() - 1)))
-        stats = compare_latency({"dense": dense_copy, "pruned": model}, x, device=latency.device, dtype=dtype,
-                                channels_last=latency.channels_last, warmup=latency.warmup,
-                                repeats=latency.repeats)
-        lat = {k: v.to_dict() for k, v in stats.items()}
-        lat["speedup"] = stats["dense"].median_ms / stats["pruned"].median_ms
+    lat = measure_latency(dense_copy, model, example, latency) if latency is not None and dense_copy is not None else {}
     seconds["total"] = time.perf_counter() - start
-
     result = StructuredResult(
         criterion=crit.describe(), allocation={k: v for k, v in alloc.to_dict().items() if k != "counts"},
-        round_to=round_to, counts=dict(counts), sizes=sizes, metric=getattr(task, "metric", None),
+        round_to=round_to, counts=dict(alloc.counts), sizes=sizes, metric=task.metric if task is not None else None,
         dense=dense, pruned=pruned_metrics, finetune=history,
         costs={"before": _totals(before), "after": _totals(after), "predicted_after": predicted,
                "macs_ratio": before["macs"] / max(1, after["macs"]),
                "params_ratio": before["params"] / max(1, after["params"])},
         latency=lat, seconds=seconds, pruning_history=graph.pruning_history())
     if out_dir is not None:
-        out = Path(out_dir)
-        extra = {"task": task.record() if task is not None else {}, "task_name": task_name(task),
-                 "result": result.to_dict(), "pruning_history": result.pruning_history}
-        save_pruned(out / "pruned.pt", model, extra)
-        (out / "report.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+        _save(Path(out_dir), model, task, result)
     return result
+
+
+def _criterion(criterion: str | Criterion, criterion_options: Mapping[str, Any] | None, allocation: str,
+               task: Task | None, calibration: Calibration | None, calibration_batches: int,
+               device: torch.device) -> tuple[Criterion, Calibration | None]:
+    """The criterion (workflow criteria get the task) and the calibration data it or the allocation needs."""
+    options = dict(criterion_options or {})
+    if isinstance(criterion, str) and "task" in CRITERIA.get(criterion).workflow:
+        options.setdefault("task", task)
+    crit = make_criterion(criterion, **options)
+    if (crit.needs_data or allocation == "convex") and calibration is None:
+        if task is None:
+            raise ValueError(f"criterion {crit.name!r} / allocation {allocation!r} need data: give a task or a "
+                             "Calibration")
+        calibration = Calibration.from_task(task, calibration_batches, device)
+    return crit, calibration
+
+
+def _allocate(graph: ChannelGraph, sizes: dict[str, int], crit: Criterion, calibration: Calibration | None,
+              kind: str, budget: Any, allocation: str, round_to: int, min_keep: float,
+              levels: Sequence[float]) -> tuple[Allocation, dict[str, Tensor] | None]:
+    """Channels to keep per group (ratios, uniform or convex); the convex program also returns the
+    criterion's scores when it measured sensitivities with them (None: score after the allocation)."""
+    if kind == "ratios":
+        names = {g: grp.member_names() for g, grp in graph.groups.items()}
+        counts = counts_from_ratios(sizes, budget, names, round_to)
+        return Allocation(counts, "ratios", "ratios", float("nan"),
+                          graph.costs.cost(_full_plan(graph, counts), "macs") / graph.costs.total("macs")), None
+    poly = graph.costs.polynomial(kind)
+    if allocation == "uniform":
+        return allocate_uniform(sizes, poly, budget, kind, round_to, min_keep), None
+    assert calibration is not None  # _criterion built it for the convex allocation
+    scores = None if crit.needs_counts else crit.scores(graph, calibration)
+    proxy = WeightNorm(p=2).scores(graph) if scores is None else scores  # solver criteria score after: L2 stands in
+    sens = measure_sensitivity(graph, proxy, calibration, levels)
+    alloc = allocate_convex(sizes, poly, budget, sens, kind, round_to, min_keep)
+    alloc.info["sensitivity"] = {g: [list(p) for p in pts] for g, pts in sens.items()}
+    return alloc, scores
+
+
+def _save(out: Path, model: nn.Module, task: Task | None, result: StructuredResult) -> None:
+    """pruned.pt (state dict + structure record, `record.py`) and report.json."""
+    extra = {"task": task.record() if task is not None else {}, "task_name": task_name(task),
+             "result": result.to_dict(), "pruning_history": result.pruning_history}
+    save_pruned(out / "pruned.pt", model, extra)
+    (out / "report.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
 
 
 def _full_plan(graph: ChannelGraph, counts: Mapping[str, int]) -> dict[str, Tensor]:
