@@ -14,6 +14,7 @@ from ..data import classification_datasets
 from ..data.imagefolder import Augment
 from ..models import create_model
 from ..task import register_task
+from ..utils import model_mode
 from .base import DatasetTask
 
 __all__ = ["ClassificationTask"]
@@ -66,19 +67,15 @@ class ClassificationTask(DatasetTask):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
         correct = total = 0
         loss = 0.0
-        try:
+        with model_mode(model, train=False):
             for x, y in self.val_loader():
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 out = model(x)
                 loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
                 correct += int((out.argmax(1) == y).sum())
                 total += len(y)
-        finally:
-            model.train(was_training)
         return {"accuracy": correct / total, "val_loss": loss / total}
 
     def example_input(self, batch_size: int = 1) -> Tensor:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..task import register_task
+from ..utils import model_mode
 from .base import DatasetTask
 
 __all__ = ["LaneTask", "parse_image_size", "MODELS"]
@@ -152,16 +153,12 @@ class LaneTask(DatasetTask):
         """TuSimple prediction records for every validation image (the submission format)."""
         from ..data.tusimple import prediction_records
 
-        was_training = model.training
-        model.eval()
         records: list[dict[str, Any]] = []
-        try:
+        with model_mode(model, train=False):
             for x, _, _, index in self.val_loader():
                 logits = model(x.to(device, non_blocking=True))
                 labels = [self.val_set.labels[int(i)] for i in index]
                 records += prediction_records(logits, self.row_anchors, labels, drop_empty=self.drop_empty)
-        finally:
-            model.train(was_training)
         return records
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:

@@ -28,6 +28,7 @@ from ..models.yolo import (
     load_detection_model,
 )
 from ..task import Task, register_task
+from ..utils import model_mode
 
 __all__ = ["YoloTask"]
 
@@ -206,9 +207,7 @@ class YoloTask(Task):
         """Val batches with their NMS-ed predictions, boxes in the letterboxed image (as ultralytics' validator)."""
         from ultralytics.utils import nms
 
-        was_training = model.training
-        model.eval()
-        try:
+        with model_mode(model, train=False):
             for batch in self.val_loader():
                 img = batch["img"].to(device, non_blocking=True).float().div_(255)
                 out = model(img)
@@ -216,8 +215,6 @@ class YoloTask(Task):
                 dets = nms.non_max_suppression(raw.float(), self.conf, self.iou, multi_label=True,
                                                max_det=self.max_det)
                 yield batch, [{"bboxes": d[:, :4], "conf": d[:, 4], "cls": d[:, 5]} for d in dets]
-        finally:
-            model.train(was_training)
 
     def evaluator(self) -> Any:
         from ..metrics.coco import CocoEvaluator
