@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from ..data import classification_datasets
 from ..data.imagefolder import Augment
-from ..models import create_model
+from ..models import MODELS, create_model, list_models
+from ..registry import UnknownNameError
 from ..task import register_task
 from ..utils import model_mode
 from .base import DatasetTask
@@ -45,7 +46,9 @@ class ClassificationTask(DatasetTask):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.workers, self.seed = workers, seed
         self.name = f"{model}-{dataset}"
-        create_model(model, 2, 8)  # fail now, with the list of names, if the model is unknown
+        if MODELS.get(model).task != "classification":  # an unknown name: UnknownNameError lists every model
+            raise UnknownNameError(f"{model!r} is a {MODELS.get(model).task} model; the classification task builds "
+                                   f"{', '.join(list_models(task='classification'))}")
         self.probe_holdout = probe_holdout
         if probe_holdout:
             self.hold_out_probe(probe_holdout, seed)
