@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -170,19 +170,19 @@ def _envelope_value(pieces: Sequence[tuple[float, float]], y: float) -> float:
     return max(s * y + b for s, b in pieces)
 
 
+CostOf = Callable[[Mapping[str, int]], float]
+LossOf = Callable[[str, int], float]
+
+
 def allocate_convex(sizes: Mapping[str, int], poly: Monomials, target: float,
                     sensitivity: Mapping[str, Sequence[tuple[float, float]]], kind: str = "macs",
                     round_to: int = 1, min_keep: float = 0.1, solver: str | None = None) -> Allocation:
     """Per-group keep fractions minimising the estimated loss rise subject to the cost target."""
-    import cvxpy as cp
-    import numpy as np
-
     _check_target(target, kind)
     names = list(sizes)
     missing = [g for g in names if g not in sensitivity]
     if missing:
         raise ValueError(f"no sensitivity estimate for groups {missing[:5]}; measure every group")
-    index = {g: i for i, g in enumerate(names)}
     total = polynomial_value(poly, {})
     allowed = {g: allowed_counts(sizes[g], round_to, min_keep) for g in names}
     floor_counts = {g: allowed[g][0] for g in names}
@@ -191,34 +191,8 @@ def allocate_convex(sizes: Mapping[str, int], poly: Monomials, target: float,
         raise ValueError(f"{kind} target {target} is out of reach: keeping the fewest channels allowed "
                          f"(min_keep {min_keep}, round_to {round_to}) still costs {floor:.3f} of the dense model")
     envelopes = {g: convex_envelope(sensitivity[g]) for g in names}
-
-    const, rows, coefs = 0.0, [], []
-    for key, c in poly.items():
-        if c < -1e-9 * total:
-            raise ValueError(f"cost polynomial has a negative coefficient {c} for {key}; it must be a posynomial")
-        if not key:
-            const += c
-            continue
-        row = np.zeros(len(names))
-        for g in key:
-            if g in index:
-                row[index[g]] += 1
-        rows.append(row)
-        coefs.append(max(c, 0.0) / total)
-    y = cp.Variable(len(names))
-    t = cp.Variable(len(names))
-    lower = np.log([floor_counts[g] / sizes[g] for g in names])
-    cost = np.array(coefs) @ cp.exp(np.array(rows) @ y) + const / total
-    constraints = [cost <= target, y >= lower, y <= 0]
-    for g, pieces in envelopes.items():
-        for s, b in pieces:
-            constraints.append(t[index[g]] >= s * y[index[g]] + b)
-    scale = max(1e-9, max(abs(b) for pieces in envelopes.values() for _, b in pieces))
-    problem = cp.Problem(cp.Minimize(cp.sum(t) - 1e-6 * scale * cp.sum(y)), constraints)
-    problem.solve(solver=solver)
-    if y.value is None:
-        raise RuntimeError(f"cvxpy could not solve the allocation program (status {problem.status})")
-    fractions = {g: float(math.exp(min(0.0, y.value[index[g]]))) for g in names}
+    lower = {g: floor_counts[g] / sizes[g] for g in names}
+    fractions, problem = _solve_keep_fractions(poly, total, target, envelopes, lower, solver)
 
     def cost_of(counts: Mapping[str, int]) -> float:
         return polynomial_value(poly, _fractions(counts, sizes)) / total
@@ -227,10 +201,70 @@ def allocate_convex(sizes: Mapping[str, int], poly: Monomials, target: float,
         return _envelope_value(envelopes[g], math.log(count / sizes[g]))
 
     counts = {g: _nearest(fractions[g] * sizes[g], allowed[g]) for g in names}
+    counts, current = _repair(counts, allowed, target, cost_of, loss_of)
+    counts, current = _fill(counts, current, allowed, target, cost_of, loss_of)
+    info = {"status": problem.status, "solver": problem.solver_stats.solver_name if problem.solver_stats else None,
+            "estimated_loss_increase": sum(loss_of(g, counts[g]) for g in names),
+            "continuous_cost": cost_of(fractions_to_counts_free(fractions, sizes))}
+    return Allocation(counts, "convex", kind, target, current, fractions, info)
+
+
+def _exponent_rows(poly: Monomials, index: Mapping[str, int], total: float) -> tuple[float, list[Any], list[float]]:
+    """The cost posynomial in log keep y: (constant, one 0/1 exponent row per monomial, its coefficient
+    over the dense cost), so cost = Σ coef·exp(row·y) + constant / total."""
+    import numpy as np
+
+    const, rows, coefs = 0.0, [], []
+    for key, c in poly.items():
+        if c < -1e-9 * total:
+            raise ValueError(f"cost polynomial has a negative coefficient {c} for {key}; it must be a posynomial")
+        if not key:
+            const += c
+            continue
+        row = np.zeros(len(index))
+        for g in key:
+            if g in index:
+                row[index[g]] += 1
+        rows.append(row)
+        coefs.append(max(c, 0.0) / total)
+    return const, rows, coefs
+
+
+def _solve_keep_fractions(poly: Monomials, total: float, target: float,
+                          envelopes: Mapping[str, Sequence[tuple[float, float]]], lower: Mapping[str, float],
+                          solver: str | None) -> tuple[dict[str, float], Any]:
+    """The convex program in y = log x: minimise Σ envelope_g(y_g) subject to cost(exp y) ≤ target
+    and lower_g ≤ x_g ≤ 1; returns the keep fractions and the solved cvxpy problem."""
+    import cvxpy as cp
+    import numpy as np
+
+    names = list(envelopes)
+    index = {g: i for i, g in enumerate(names)}
+    const, rows, coefs = _exponent_rows(poly, index, total)
+    y = cp.Variable(len(names))
+    t = cp.Variable(len(names))
+    cost = np.array(coefs) @ cp.exp(np.array(rows) @ y) + const / total
+    constraints = [cost <= target, y >= np.log([lower[g] for g in names]), y <= 0]
+    for g, pieces in envelopes.items():
+        for s, b in pieces:
+            constraints.append(t[index[g]] >= s * y[index[g]] + b)
+    # a tiny reward for keeping channels breaks ties where the envelopes are flat
+    scale = max(1e-9, max(abs(b) for pieces in envelopes.values() for _, b in pieces))
+    problem = cp.Problem(cp.Minimize(cp.sum(t) - 1e-6 * scale * cp.sum(y)), constraints)
+    problem.solve(solver=solver)
+    if y.value is None:
+        raise RuntimeError(f"cvxpy could not solve the allocation program (status {problem.status})")
+    return {g: float(math.exp(min(0.0, y.value[index[g]]))) for g in names}, problem
+
+
+def _repair(counts: dict[str, int], allowed: Mapping[str, list[int]], target: float, cost_of: CostOf,
+            loss_of: LossOf) -> tuple[dict[str, int], float]:
+    """Step groups down one allowed count at a time, cheapest estimated loss per unit of saved cost
+    first, until the rounded counts meet the target (or nothing can shrink)."""
     current = cost_of(counts)
-    while current > target + 1e-12:  # repair: cheapest estimated loss per unit of saved cost
+    while current > target + 1e-12:
         best = None
-        for g in names:
+        for g in counts:
             pos = allowed[g].index(counts[g])
             if pos == 0:
                 continue
@@ -245,9 +279,16 @@ def allocate_convex(sizes: Mapping[str, int], poly: Monomials, target: float,
             break
         counts = best[2]
         current = cost_of(counts)
-    while True:  # fill: largest estimated loss reduction per unit of added cost that still fits
+    return counts, current
+
+
+def _fill(counts: dict[str, int], current: float, allowed: Mapping[str, list[int]], target: float,
+          cost_of: CostOf, loss_of: LossOf) -> tuple[dict[str, int], float]:
+    """Step groups up one allowed count at a time, largest estimated loss reduction per unit of added
+    cost first, while the target still holds."""
+    while True:
         best = None
-        for g in names:
+        for g in counts:
             pos = allowed[g].index(counts[g])
             if pos + 1 >= len(allowed[g]):
                 continue
@@ -261,10 +302,7 @@ def allocate_convex(sizes: Mapping[str, int], poly: Monomials, target: float,
         if best is None:
             break
         counts, current = best[2], best[3]
-    info = {"status": problem.status, "solver": problem.solver_stats.solver_name if problem.solver_stats else None,
-            "estimated_loss_increase": sum(loss_of(g, counts[g]) for g in names),
-            "continuous_cost": cost_of(fractions_to_counts_free(fractions, sizes))}
-    return Allocation(counts, "convex", kind, target, current, fractions, info)
+    return counts, current
 
 
 def fractions_to_counts_free(fractions: Mapping[str, float], sizes: Mapping[str, int]) -> dict[str, float]:
