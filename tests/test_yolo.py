@@ -195,6 +195,7 @@ def test_evaluation_maps_predictions_back_to_the_images(task, data, tmp_path):
 
 
 # ---- pruning end to end, export ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_slr_and_admm_prune_finetune_and_export(task, tmp_path):
     torch.manual_seed(0)
     dense_model = task.build_model()
