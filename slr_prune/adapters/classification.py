@@ -46,8 +46,9 @@ class ClassificationTask(DatasetTask):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.workers, self.seed = workers, seed
         self.name = f"{model}-{dataset}"
-        if MODELS.get(model).task != "classification":  # an unknown name: UnknownNameError lists every model
-            raise UnknownNameError(f"{model!r} is a {MODELS.get(model).task} model; the classification task builds "
+        entry = MODELS.get(model)  # an unknown name: UnknownNameError lists every model
+        if entry.task != "classification":
+            raise UnknownNameError(f"{model!r} is a {entry.task} model; the classification task builds "
                                    f"{', '.join(list_models(task='classification'))}")
         self.probe_holdout = probe_holdout
         if probe_holdout:
