@@ -89,6 +89,7 @@ def task():
     return ClassificationTask("digits_cnn", "digits")
 
 
+@pytest.mark.slow
 def test_search_is_reproducible_from_its_seed_and_from_resume(task, tmp_path):
     config = SearchConfig(epochs=2, **TINY)
     _, a = search(task, Unstructured(0.9), config)
@@ -105,6 +106,7 @@ def test_search_is_reproducible_from_its_seed_and_from_resume(task, tmp_path):
     assert len(a.epochs) == 2 and len(a.epochs[0]["alpha_reduce"]) == 5  # 2 + 3 edges
 
 
+@pytest.mark.slow
 def test_resume_mid_search_equals_uninterrupted(task, tmp_path, monkeypatch):
     import slr_prune.search.bilevel as search_module
     from slr_prune.engine import save_atomic

@@ -262,6 +262,7 @@ def test_export_of_a_masked_model_leaves_it_usable(task, tmp_path):
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_prune_and_evaluate(monkeypatch, capsys, data, tmp_path):
     from slr_prune.cli import main
 
