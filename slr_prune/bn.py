@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .utils import model_mode
+
 __all__ = ["batchnorm_layers", "recalibrate_bn"]
 
 
@@ -36,23 +38,21 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], forward: Callable[[
     layers = batchnorm_layers(model)
     if not layers:
         return 0
-    was_training = model.training
     saved = [(m.momentum, m.training) for m in layers]
-    model.eval()
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-        m.train()
     seen = 0
-    try:
-        for batch in batches:
-            forward(model, batch)
-            seen += 1
-    finally:
-        for m, (momentum, training) in zip(layers, saved, strict=True):
-            m.momentum = momentum
-            m.train(training)
-        model.train(was_training)
+    with model_mode(model, train=False):
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+            m.train()
+        try:
+            for batch in batches:
+                forward(model, batch)
+                seen += 1
+        finally:
+            for m, (momentum, training) in zip(layers, saved, strict=True):
+                m.momentum = momentum
+                m.train(training)
     if seen == 0:
         raise ValueError("BatchNorm recalibration got no batches; give at least one training batch")
     if dist.is_available() and dist.is_initialized():

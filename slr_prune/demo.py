@@ -68,7 +68,7 @@ def run_demo(out: str | Path = "runs/demo", ratio: float = 0.9, device: str = "a
           "+ BN recal. = BatchNorm statistics re-estimated on training batches, no weight change; "
           "magnitude = one-shot, the zero-epoch baseline; layerwise = zero epochs, each layer re-solved on "
           "calibration batches):")
-    print(results_table(results))
+    print(results_table(results, task=task))
     print("what to expect: in benchmarks/solver_study.py (5 seeds, each method tuned on validation) SLR "
           "and ADMM tie after recalibration, gradual magnitude leads at 98% and in short budgets, and "
           "recalibration alone lifts one-shot magnitude from 17% to 87% at 90%; layer-wise reconstruction "

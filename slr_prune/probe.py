@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .utils import model_mode
+
 __all__ = ["probe_closure"]
 
 
@@ -37,11 +39,7 @@ def probe_closure(model: nn.Module, batches: Iterable[Any],
 
     @torch.no_grad()
     def closure() -> float:
-        was_training = model.training
-        model.eval()
-        try:
+        with model_mode(model, train=False):
             return sum(float(batch_loss(b)) for b in kept) / len(kept)
-        finally:
-            model.train(was_training)
 
     return closure

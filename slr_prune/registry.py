@@ -3,9 +3,14 @@
 An entry is registered where it is defined, with a decorator, and carries everything the outer
 layers need to offer it: the builder, an options dataclass derived from the builder's keyword
 signature (so defaults live in one place), keyword arguments fixed by the entry (``l1`` is
-``WeightNorm(p=1)``) and traits (``trains``, ``needs_task``, ...).  The CLI's choices and help,
-``prune()``, ``structured_prune()`` and ``PruneSpec`` read the registries; adding a method is one
-file with one decorator.
+``WeightNorm(p=1)``) and traits (each registry declares its own: ``trains``, ``penalty`` and
+``needs_task`` for solvers, ``workflow`` for criteria, ``global_budget`` for forms).  The CLI's
+choices and help, ``prune()``, ``structured_prune()`` and ``PruneSpec`` read the registries.
+
+Adding a built-in method takes its module with the decorator plus the import that runs it
+(``solvers/__init__.py``, ``adapters/__init__.py``, ``structured/__init__.py``); a solver is a
+structured criterion only once ``structured/criteria.py`` registers it too.  There are no entry
+points: an out-of-tree entry reaches ``slr-prune`` only if its module is imported first.
 """
 
 from __future__ import annotations

@@ -9,28 +9,34 @@ from pathlib import Path
 from typing import Any
 
 from .engine.pruning import PruneResult
+from .task import TASKS, Task
 
-__all__ = ["results_table", "SIDE_METRICS", "write_json", "plot_hard_prune_curves", "hard_prune_figure",
+__all__ = ["results_table", "side_metrics", "write_json", "plot_hard_prune_curves", "hard_prune_figure",
            "describe_results"]
 
 
-SIDE_METRICS = ("fp", "fn")
-"""Rates shown, as percentages, next to the task's metric when the results report them: the
-lane task's false positives and false negatives (TuSimple's FP and FN; lower is better)."""
+def side_metrics(task: Task | None = None) -> tuple[str, ...]:
+    """The rates a table shows next to the metric: `task`'s `side_metrics`, or without a task those
+    any registered task declares (results without them show none)."""
+    if task is not None:
+        return tuple(task.side_metrics)
+    from . import adapters  # noqa: F401  (registers the built-in tasks)
+
+    return tuple(dict.fromkeys(m for e in TASKS.entries() for m in getattr(e.builder, "side_metrics", ())))
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
 
 
-def results_table(results: Sequence[PruneResult], markdown: bool = False) -> str:
+def results_table(results: Sequence[PruneResult], markdown: bool = False, task: Task | None = None) -> str:
     """One row per method: training epochs, dense, sparsity, hard-prune metric (no retraining) with
     the dense BatchNorm statistics and after recalibrating them, after fine-tuning; each metric
-    followed by the `SIDE_METRICS` the results have (FP and FN for lanes)."""
+    followed by the `side_metrics(task)` the results have (FP and FN for lanes)."""
     if not results:
         return "(no results)"
     metric = results[0].metric
-    side = [k for k in SIDE_METRICS if k in results[0].dense]
+    side = [k for k in side_metrics(task) if k in results[0].dense]
     side_header = [f"{k.upper()} %" for k in side]
 
     def cells(values: dict[str, float] | None) -> list[str]:

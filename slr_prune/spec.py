@@ -23,10 +23,9 @@ from torch import nn
 
 from .errors import SpecError
 from .sets import FORMS, ConstraintSet, TopKSet, check_ratio
+from .utils import CONV_LINEAR
 
 __all__ = ["Rule", "PruneSpec", "FORMS", "prunable_weights", "parse_ratios"]
-
-PRUNABLE_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """Weights of conv and linear layers, in registration order: the candidates for pruning."""
     out = {}
     for mod_name, module in model.named_modules():
-        if isinstance(module, PRUNABLE_MODULES) and isinstance(module.weight, nn.Parameter):
+        if isinstance(module, CONV_LINEAR) and isinstance(module.weight, nn.Parameter):
             out[f"{mod_name}.weight" if mod_name else "weight"] = module.weight
     return out
 

@@ -43,6 +43,8 @@ class Task(ABC):
 
     name: str = "task"
     metric: str = "metric"
+    side_metrics: tuple[str, ...] = ()
+    """Rates `evaluate()` also returns that reports show next to `metric`, as percentages."""
     default_exclude: tuple[str, ...] = ()
 
     @abstractmethod

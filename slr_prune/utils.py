@@ -9,7 +9,25 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-__all__ = ["weights_set_to", "state_digest"]
+__all__ = ["weights_set_to", "state_digest", "model_mode", "CONV_LINEAR"]
+
+CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+"""The weight layers the library prunes, counts and rewires (convolutions and linear layers)."""
+
+
+@contextmanager
+def model_mode(model: nn.Module, train: bool = False) -> Iterator[nn.Module]:
+    """Put `model` in train or eval mode for the block, restoring its previous mode on exit (even on error).
+
+    Only the top-level flag is remembered, as `model.train(was)` restores it: submodules whose
+    mode differed from the model's own end in the model's mode, as before this helper existed.
+    """
+    was = model.training
+    model.train(train)
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 @contextmanager

@@ -3,11 +3,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fixtures import write_cifar10
 
 ROOT = Path(__file__).parents[1]
 
 
+@pytest.mark.slow
 def test_cifar10_benchmark_runs_on_the_real_format(tmp_path):
     write_cifar10(tmp_path / "data", per_batch=16)
     cmd = [sys.executable, str(ROOT / "benchmarks" / "cifar10.py"), "--data", str(tmp_path / "data"),
@@ -20,6 +22,7 @@ def test_cifar10_benchmark_runs_on_the_real_format(tmp_path):
     assert {"slr_hard", "admm_hard", "slr_epochs_to_target"} <= set(rows[0])
 
 
+@pytest.mark.slow
 def test_solver_study_runs_end_to_end_and_reports_the_zero_epoch_baseline(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "solver_study.py"), "--seeds", "2", "--ratios", "0.9",
            "--budgets", "1", "--methods", "zero,admm,slr_default", "--grid", "default", "--dense-epochs", "1",

@@ -101,3 +101,17 @@ def test_recalibrate_task_bn_rejects_a_negative_count(trained):
     task, model = trained
     with pytest.raises(ValueError, match="bn_batches"):
         recalibrate_task_bn(task, model, torch.device("cpu"), -1)
+
+
+def test_model_mode_sets_the_mode_for_the_block_and_restores_it_even_on_error():
+    from slr_prune.utils import model_mode
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).train()
+    with model_mode(model, train=False):
+        assert not model.training and not model[1].training
+    assert model.training and model[1].training
+    model.eval()
+    with pytest.raises(RuntimeError), model_mode(model, train=True):
+        assert model.training
+        raise RuntimeError("boom")
+    assert not model.training and not model[1].training

@@ -150,3 +150,24 @@ def test_cached_folder_is_written_once_and_never_half(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == ["x"]  # no half-written folder left
     monkeypatch.setenv("SLR_PRUNE_CACHE", str(tmp_path / "env"))
     assert cache_root() == tmp_path / "env"
+
+
+def test_every_model_family_is_in_the_one_registry():
+    from slr_prune.models import MODELS, resolve_model
+    from slr_prune.registry import UnknownNameError
+
+    assert {"ufld_resnet18", "ufld_resnet34"} == set(list_models(task="lane"))
+    assert {"yolov3", "yolov3-tiny", "yolov3-spp"} == set(list_models(task="yolo"))
+    classifiers = list_models(task="classification")
+    assert "resnet18" in classifiers and "ufld_resnet18" not in classifiers
+    assert resolve_model("resnet18", "lane") == "ufld_resnet18" and resolve_model("ufld", "lane") == "ufld_resnet18"
+    assert resolve_model("yolov3-tinyu", "yolo") == "yolov3-tiny" and MODELS.get("resnet18").task == "classification"
+    lane = create_model("34", griding_num=10, num_row_anchors=4, num_lanes=2, input_size=(32, 64), hidden=8,
+                        task="lane")
+    assert lane(torch.randn(1, 3, 32, 64))[0].shape[-3:] == (11, 4, 2)
+    with pytest.raises(UnknownNameError, match="unknown model 'ufld'"):
+        create_model("ufld")  # aliases belong to their task
+    with pytest.raises(UnknownNameError, match="unknown lane model 'resnet50'; choose one of ufld_resnet18"):
+        resolve_model("resnet50", "lane")
+    with pytest.raises(UnknownNameError, match="'yolov3' is a yolo model"):
+        ClassificationTask(model="yolov3")

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -15,6 +16,7 @@ def run_two_processes(worker: str, out: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_keeps_solver_state_identical(tmp_path):
     run_two_processes("ddp_worker.py", tmp_path)
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -37,6 +39,7 @@ def test_two_process_ddp_keeps_solver_state_identical(tmp_path):
         assert ra["accuracy"] == rb["accuracy"] and ra["val_loss"] == rb["val_loss"]
 
 
+@pytest.mark.slow
 def test_two_process_layerwise_reconstruction_sums_h_and_agrees(tmp_path):
     """Each rank calibrates on its half of the batches, H is summed: both ranks solve the problem of
     all the batches (H as in one process, up to summation order) and end with identical weights."""

@@ -3,9 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[1]
 
 
+@pytest.mark.slow
 def test_the_api_example_runs(tmp_path):
     text = (ROOT / "docs" / "api.md").read_text()
     code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
@@ -30,6 +33,7 @@ def _python_blocks(path: Path) -> list[str]:
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs(tmp_path):
     (code,) = _python_blocks(ROOT / "README.md")
     script = tmp_path / "readme.py"

@@ -46,6 +46,7 @@ def run_prune(task, out, resume=False, stop_at=None):
     return model, result
 
 
+@pytest.mark.slow
 def test_a_resumed_prune_run_matches_an_uninterrupted_one(task, tmp_path):
     model_a, a = run_prune(task, tmp_path / "a")
     with pytest.raises(Stop):

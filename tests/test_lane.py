@@ -275,6 +275,7 @@ def test_parse_image_size():
 
 
 # ---- the task under the solvers ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_lane_task_generates_data_and_prunes_with_slr_and_admm(tmp_path, monkeypatch, capsys):
     torch.set_num_threads(1)
     monkeypatch.setenv("SLR_PRUNE_CACHE", str(tmp_path))

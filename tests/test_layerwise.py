@@ -152,6 +152,7 @@ def brute_force(problem):
 EXACTNESS = {}  # filled by the test below, printed with -s
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ratio", [0.5, 0.75])
 def test_layer_solvers_against_brute_force(ratio, capsys):
     """40 instances small enough to enumerate every support (d = 12): how often each solver (+ least

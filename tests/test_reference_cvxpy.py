@@ -78,6 +78,7 @@ def test_analytic_gradient_matches_autograd():
                                rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_slr_reaches_cvxpy_optimum_on_most_instances(one_thread):
     start = time.perf_counter()
     rows = []

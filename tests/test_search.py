@@ -94,6 +94,7 @@ def task():
     return ClassificationTask("digits_cnn", "digits")
 
 
+@pytest.mark.slow
 def test_search_is_reproducible_from_its_seed_and_from_resume(task, tmp_path):
     config = SearchConfig(epochs=2, **TINY)
     _, a = search(task, Unstructured(0.9), config)
@@ -117,6 +118,7 @@ class CrashAfterCheckpoint(Hooks):
         raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_mid_search_equals_uninterrupted(task, tmp_path):
     config = SearchConfig(epochs=2, **TINY)
     _, whole = search(task, Unstructured(0.9), config)

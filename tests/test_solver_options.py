@@ -31,6 +31,17 @@ def batches(n: int = 4, seed: int = 0):
     return out
 
 
+def gapped(model: nn.Module, ratio: float = 0.75) -> nn.Module:
+    """Shrink the weights the projection drops 100×: a Z-step from these weights plus a multiplier
+    shift of at most their own size keeps the same support and returns Z itself, so surrogate
+    condition 2 (a strict decrease of the penalty) fails by construction."""
+    dropped = SLR(model, spec(ratio))
+    with torch.no_grad():
+        for p, z in zip(dropped.params, dropped.Z, strict=True):
+            p.mul_(torch.where(z == 0, 0.01, 1.0))
+    return model
+
+
 def sgd_steps(model, solver, data, lr=0.05):
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     for x, y in data:
@@ -42,19 +53,20 @@ def sgd_steps(model, solver, data, lr=0.05):
 
 
 def test_step_scale_rho_measures_the_dual_step_in_units_of_rho():
-    model = mlp()
+    model = gapped(mlp())  # condition 2 fails: only condition 1's multiplier step is taken
     rel = SLR(model, spec(), rho=0.3, s0=1.0, step_scale="rho")
     absolute = SLR(model, spec(), rho=0.3, s0=1.0)
     assert rel.dual_step() == pytest.approx(0.3) and absolute.dual_step() == pytest.approx(1.0)
-    sgd_steps(model, rel, batches())
     lam_before = [t.clone() for t in rel.Lam]
     W = [p.detach().clone() for p in rel.params]
     Z = [z.clone() for z in rel.Z]
     record = rel.step(probe_closure(model, batches(2, seed=1), nn.CrossEntropyLoss()))
     assert record["cond1"]  # forced at k = 1
-    if not record["cond2"]:  # then Λ moved by exactly one step s·ρ·(W − Z)
-        for lam, lam0, w, z in zip(rel.Lam, lam_before, W, Z, strict=True):
-            torch.testing.assert_close(lam - lam0, record["dual_step"] * (w - z))
+    assert not record["cond2"]
+    assert all(bool((w != z).any()) for w, z in zip(W, Z, strict=True))  # so the step moves every Λ
+    # Λ moved by exactly one step s·ρ·(W − Z)
+    for lam, lam0, w, z in zip(rel.Lam, lam_before, W, Z, strict=True):
+        torch.testing.assert_close(lam - lam0, record["dual_step"] * (w - z))
     assert record["dual_step"] == pytest.approx(rel.s * record["rho"])
 
 
@@ -174,15 +186,15 @@ def test_due_spreads_exactly_n_iterations_over_an_epoch(batches, n, expected):
 
 
 def test_warm_start_sets_the_first_multiplier_to_rho_times_the_residual():
-    model = mlp()
+    model = gapped(mlp())  # condition 2 fails: Λ is condition 1's warm-started step alone
     solver = SLR(model, spec(), rho=0.4, warm_start=True)
-    sgd_steps(model, solver, batches())
     W = [p.detach().clone() for p in solver.params]
     Z = [z.clone() for z in solver.Z]
     record = solver.step(probe_closure(model, batches(2, seed=1), nn.CrossEntropyLoss()))
-    if not record["cond2"]:
-        for lam, w, z in zip(solver.Lam, W, Z, strict=True):
-            torch.testing.assert_close(lam, 0.4 * (w - z))
+    assert not record["cond2"]
+    assert all(bool((w != z).any()) for w, z in zip(W, Z, strict=True))
+    for lam, w, z in zip(solver.Lam, W, Z, strict=True):
+        torch.testing.assert_close(lam, 0.4 * (w - z))
     assert record["cond1"]
 
 
@@ -195,16 +207,22 @@ def test_backtracking_undoes_the_last_multiplier_update_on_a_failed_condition():
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 6), torch.nn.Linear(6, 2))
+    with torch.no_grad():  # the only pruned layer: magnitudes 1…2 in steps of 1/35, so the first
+        # multiplier shift (about 10% of the dropped weights) swaps the support and condition 2 holds
+        signs = torch.tensor([1.0, -1.0]).repeat(18)
+        model[2].weight.copy_((signs * torch.linspace(1.0, 2.0, 36))[torch.randperm(36)].reshape(6, 6))
     counter = itertools.count()
     solver = SLR(model, PruneSpec.uniform(0.5), backtrack=0.5)
-    solver.step(lambda: 10.0 - next(counter))  # k = 1: the conditions hold by definition
+    assert list(solver.names) == ["2.weight"]
+    first = solver.step(lambda: 10.0 - next(counter))  # k = 1: condition 1 holds by definition
+    assert first["cond1"] and first["cond2"]  # two multiplier updates, k = 3
     lam, s = [t.clone() for t in solver.Lam_prev], solver.s_prev
-    with torch.no_grad():
-        model[2].weight.add_(0.1)  # move W so that a multiplier update changes Λ
+    assert not all(torch.equal(a, b) for a, b in zip(solver.Lam, lam, strict=True))
+    # W unchanged: the Z-step repeats the last one, so condition 2 fails too (no strict decrease)
     record = solver.step(lambda: 10.0 - next(counter))  # current loss above the previous iterate's: cond1 fails
     assert not record["cond1"] and solver.backtracks >= 1
-    if not record["cond2"]:
-        assert all(torch.equal(a, b) for a, b in zip(solver.Lam, lam, strict=True))
+    assert not record["cond2"]
+    assert all(torch.equal(a, b) for a, b in zip(solver.Lam, lam, strict=True))
     assert solver.s <= s * 0.5 + 1e-12
     with pytest.raises(ValueError, match="backtrack must be 0"):
         SLR(model, PruneSpec.uniform(0.5), backtrack=1.5)

@@ -189,8 +189,22 @@ def test_cli_structured_subcommand(tmp_path, capsys):
 def test_compare_latency_interleaves_and_reports():
     from slr_prune.metrics.latency import compare_latency
 
-    small, big = nn.Conv2d(3, 4, 3), nn.Sequential(nn.Conv2d(3, 64, 3), nn.Conv2d(64, 64, 3))
-    stats = compare_latency({"small": small, "big": big}, torch.randn(2, 3, 16, 16), warmup=1, repeats=3)
+    calls: list[str] = []  # held by the closure, so the timing copies of the models append here too
+
+    class Logged(nn.Module):
+        def __init__(self, label: str, body: nn.Module):
+            super().__init__()
+            self.label, self.body = label, body
+
+        def forward(self, x):
+            calls.append(self.label)
+            return self.body(x)
+
+    small = Logged("small", nn.Conv2d(3, 4, 3))
+    big = Logged("big", nn.Sequential(nn.Conv2d(3, 64, 3), nn.Conv2d(64, 64, 3)))
+    stats = compare_latency({"small": small, "big": big}, torch.randn(2, 3, 16, 16), warmup=2, repeats=3)
+    # warm-up model by model, then the timed calls in round-robin rounds (small, big, small, big, ...)
+    assert calls == ["small", "small", "big", "big"] + ["small", "big"] * 3
     assert set(stats) == {"small", "big"} and stats["small"].repeats == 3 and stats["big"].batch_size == 2
     assert stats["small"].median_ms > 0 and stats["small"].throughput > 0
     with pytest.raises(ValueError, match="repeats"):

@@ -195,6 +195,7 @@ def test_evaluation_maps_predictions_back_to_the_images(task, data, tmp_path):
 
 
 # ---- pruning end to end, export ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_slr_and_admm_prune_finetune_and_export(task, tmp_path):
     torch.manual_seed(0)
     dense_model = task.build_model()
@@ -261,6 +262,7 @@ def test_export_of_a_masked_model_leaves_it_usable(task, tmp_path):
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_prune_and_evaluate(monkeypatch, capsys, data, tmp_path):
     from slr_prune.cli import main
 

@@ -12,8 +12,10 @@ from torch import Tensor, nn
 
 from ..data import classification_datasets
 from ..data.imagefolder import Augment
-from ..models import create_model
+from ..models import MODELS, create_model, list_models
+from ..registry import UnknownNameError
 from ..task import register_task
+from ..utils import model_mode
 from .base import DatasetTask
 
 __all__ = ["ClassificationTask"]
@@ -44,7 +46,10 @@ class ClassificationTask(DatasetTask):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.workers, self.seed = workers, seed
         self.name = f"{model}-{dataset}"
-        create_model(model, 2, 8)  # fail now, with the list of names, if the model is unknown
+        entry = MODELS.get(model)  # an unknown name: UnknownNameError lists every model
+        if entry.task != "classification":
+            raise UnknownNameError(f"{model!r} is a {entry.task} model; the classification task builds "
+                                   f"{', '.join(list_models(task='classification'))}")
         self.probe_holdout = probe_holdout
         if probe_holdout:
             self.hold_out_probe(probe_holdout, seed)
@@ -66,19 +71,15 @@ class ClassificationTask(DatasetTask):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
         correct = total = 0
         loss = 0.0
-        try:
+        with model_mode(model, train=False):
             for x, y in self.val_loader():
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 out = model(x)
                 loss += float(F.cross_entropy(out.float(), y, reduction="sum"))
                 correct += int((out.argmax(1) == y).sum())
                 total += len(y)
-        finally:
-            model.train(was_training)
         return {"accuracy": correct / total, "val_loss": loss / total}
 
     def example_input(self, batch_size: int = 1) -> Tensor:

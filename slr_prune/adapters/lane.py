@@ -17,14 +17,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..models import create_model, resolve_model
 from ..task import register_task
+from ..utils import model_mode
 from .base import DatasetTask
 
-__all__ = ["LaneTask", "parse_image_size", "MODELS"]
+__all__ = ["LaneTask", "parse_image_size"]
 
-MODELS = {"ufld_resnet18": "18", "ufld_resnet34": "34"}
-ALIASES = {"resnet18": "ufld_resnet18", "resnet34": "ufld_resnet34", "18": "ufld_resnet18",
-           "34": "ufld_resnet34", "ufld": "ufld_resnet18"}
 REFERENCE_SIZE = (288, 800)  # UFLD's TuSimple input (h, w)
 SYNTHETIC_SIZE = (96, 256)  # the smaller default for the generated data
 SYNTHETIC_COUNTS = (96, 32)  # train / test images generated when no data is given
@@ -80,6 +79,7 @@ class LaneTask(DatasetTask):
     """
 
     metric = "accuracy"
+    side_metrics = ("fp", "fn")  # TuSimple's false positive and negative rates (lower is better)
     default_exclude = ("aux_*",)  # the auxiliary branch is dropped at inference
 
     def __init__(self, model: str = "ufld_resnet18", dataset: str | None = "tusimple",
@@ -93,9 +93,7 @@ class LaneTask(DatasetTask):
         from ..data.tusimple import TuSimpleDataset, default_row_anchors, split_label_files
         from ..models.ufld import LossWeights
 
-        model = ALIASES.get(str(model), str(model))
-        if model not in MODELS:
-            raise ValueError(f"unknown lane model {model!r}; choose one of {', '.join(MODELS)}")
+        model = resolve_model(str(model), "lane")  # the models registered for this task, or their aliases
         if dataset not in (None, "tusimple"):
             raise ValueError(f"the lane task reads TuSimple only; got dataset {dataset!r} (use 'tusimple')")
         if batch_size < 1:
@@ -126,10 +124,9 @@ class LaneTask(DatasetTask):
                 "num_lanes": self.num_lanes, "hidden": self.hidden, "use_aux": self.use_aux}
 
     def build_model(self) -> nn.Module:
-        from ..models.ufld import UFLD
-
-        return UFLD(MODELS[self.model_name], griding_num=self.griding_num, num_row_anchors=len(self.row_anchors),
-                    num_lanes=self.num_lanes, input_size=self.image_size, use_aux=self.use_aux, hidden=self.hidden)
+        return create_model(self.model_name, griding_num=self.griding_num, num_row_anchors=len(self.row_anchors),
+                            num_lanes=self.num_lanes, input_size=self.image_size, use_aux=self.use_aux,
+                            hidden=self.hidden)
 
     # ---- data ---------------------------------------------------------------------------------
     def example_input(self, batch_size: int = 1) -> Tensor:
@@ -152,16 +149,12 @@ class LaneTask(DatasetTask):
         """TuSimple prediction records for every validation image (the submission format)."""
         from ..data.tusimple import prediction_records
 
-        was_training = model.training
-        model.eval()
         records: list[dict[str, Any]] = []
-        try:
+        with model_mode(model, train=False):
             for x, _, _, index in self.val_loader():
                 logits = model(x.to(device, non_blocking=True))
                 labels = [self.val_set.labels[int(i)] for i in index]
                 records += prediction_records(logits, self.row_anchors, labels, drop_empty=self.drop_empty)
-        finally:
-            model.train(was_training)
         return records
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:

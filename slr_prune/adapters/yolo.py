@@ -20,14 +20,17 @@ from torch.utils.data import DataLoader
 
 from ..data.synthetic_detection import SyntheticDetectionConfig
 from ..data.yolo import build_dataset, ground_truth, load_data_yaml, synthetic_data
+from ..models import create_model
 from ..models.yolo import (
-    MODEL_CONFIGS,
     build_detection_model,
+    bundled_names,
     head_exclusions,
     import_ultralytics,
     load_detection_model,
 )
+from ..registry import UnknownNameError
 from ..task import Task, register_task
+from ..utils import model_mode
 
 __all__ = ["YoloTask"]
 
@@ -134,11 +137,13 @@ class YoloTask(Task):
 
     def _load_model(self) -> nn.Module:
         name = self.model_name
-        if name in MODEL_CONFIGS or name.endswith((".yaml", ".yml")):
+        if name in bundled_names():
+            return create_model(name, self.data.nc, self.data.names, seed=self.seed, task="yolo")
+        if name.endswith((".yaml", ".yml")):
             return build_detection_model(name, self.data.nc, self.data.names, seed=self.seed)
         if not name.endswith(".pt"):
-            raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}, a model .yaml or "
-                             "an ultralytics .pt file")
+            raise UnknownNameError(f"unknown model {name!r}; choose one of {', '.join(bundled_names())}, a model "
+                                   ".yaml or an ultralytics .pt file")
         model = load_detection_model(name, trust=self.trust_checkpoint)
         nc = int(model.model[-1].nc)
         if nc != self.data.nc:
@@ -206,9 +211,7 @@ class YoloTask(Task):
         """Val batches with their NMS-ed predictions, boxes in the letterboxed image (as ultralytics' validator)."""
         from ultralytics.utils import nms
 
-        was_training = model.training
-        model.eval()
-        try:
+        with model_mode(model, train=False):
             for batch in self.val_loader():
                 img = batch["img"].to(device, non_blocking=True).float().div_(255)
                 out = model(img)
@@ -216,8 +219,6 @@ class YoloTask(Task):
                 dets = nms.non_max_suppression(raw.float(), self.conf, self.iou, multi_label=True,
                                                max_det=self.max_det)
                 yield batch, [{"bboxes": d[:, :4], "conf": d[:, 4], "cls": d[:, 5]} for d in dets]
-        finally:
-            model.train(was_training)
 
     def evaluator(self) -> Any:
         from ..metrics.coco import CocoEvaluator

@@ -7,7 +7,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "is_main", "world_size", "all_reduce_mean", "rank", "broadcast_buffers"]
+__all__ = ["init_from_env", "is_main", "all_reduce_mean", "rank", "broadcast_buffers"]
 
 
 def init_from_env(device: torch.device) -> bool:
@@ -17,10 +17,6 @@ def init_from_env(device: torch.device) -> bool:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return True
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def rank() -> int:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..bn import batchnorm_layers
 from ..evaluate import bn_state_kept
+from ..utils import model_mode
 
 __all__ = ["layer_gram", "full_passes", "flat_weight", "LAYER_TYPES", "StageInputs", "calibration_mode"]
 
@@ -82,9 +83,7 @@ def _padding(module: nn.Module, kernel: tuple[int, ...], dilation: tuple[int, ..
 def calibration_mode(model: nn.Module, batch_stats: bool) -> Iterator[None]:
     """Eval mode, with every BatchNorm on batch statistics when `batch_stats`; the modes and every
     BatchNorm buffer are restored on exit, so the passes leave no trace in the state dict."""
-    was_training = model.training
-    model.eval()
-    try:
+    with model_mode(model, train=False):
         if batch_stats:
             with bn_state_kept(model):
                 for m in batchnorm_layers(model):
@@ -92,8 +91,6 @@ def calibration_mode(model: nn.Module, batch_stats: bool) -> Iterator[None]:
                 yield
         else:
             yield
-    finally:
-        model.train(was_training)
 
 
 def _rank_world() -> tuple[int, int]:

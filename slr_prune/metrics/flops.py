@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..utils import CONV_LINEAR, model_mode
+
 __all__ = ["layer_costs", "cost_summary"]
 
 
@@ -32,15 +34,12 @@ def layer_costs(model: nn.Module, example_input: Tensor) -> list[dict[str, Any]]
         return record
 
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear):
+        if isinstance(module, CONV_LINEAR):
             hooks.append(module.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
     try:
-        device = next(model.parameters()).device
-        model(example_input[:1].to(device))
+        with model_mode(model, train=False):
+            model(example_input[:1].to(next(model.parameters()).device))
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return rows

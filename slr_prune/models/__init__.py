@@ -1,46 +1,64 @@
-"""Model registry (timm-style): `create_model(name, num_classes, image_size)` builds an
-architecture by name, never downloading weights.  torchvision classifiers get CIFAR stems when
-the input is small (≤ 64 px), the usual practice for 32×32 data.
+"""Model registry (timm-style): `create_model(name, ...)` builds an architecture by name, never
+downloading weights.  Every family is here, each entry tagged with the task that trains it:
+classifiers (`num_classes`, `image_size`, `in_channels`; torchvision ones get CIFAR stems when
+the input is small, ≤ 64 px, the usual practice for 32×32 data), YOLOv3 detectors (`nc`, `names`,
+`seed`; ultralytics loads only when one is built) and UFLD lane detectors (the head options).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from ..registry import Registry
+from ..registry import Registry, UnknownNameError
 from .cifar_resnet import CifarResNet
 from .digits_cnn import DigitsCNN
 
-__all__ = ["MODELS", "register_model", "create_model", "list_models", "CifarResNet", "DigitsCNN"]
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "resolve_model", "CifarResNet", "DigitsCNN"]
 
-MODELS: Registry[nn.Module] = Registry("model")
-"""Classification architectures by name; a builder takes (num_classes, image_size, in_channels)."""
+MODELS: Registry[nn.Module] = Registry("model", defaults={"task": "classification", "aliases": ()})
+"""Architectures by name.  Traits: `task`, the task that trains the model (its builder's keyword
+arguments are that task's: see the module doc), and `aliases`, other names that task accepts
+(scoped to the task: the lane task reads "resnet18" as ufld_resnet18)."""
 SMALL_INPUT = 64
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: make a builder `fn(num_classes, image_size, in_channels) -> nn.Module` creatable."""
-    return MODELS.register(name, help=f"{name} classifier")
+def register_model(name: str, task: str = "classification", aliases: Sequence[str] = (),
+                   help: str | None = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make a builder creatable as `name` for `task` (also under its `aliases` there)."""
+    return MODELS.register(name, help=help or f"{name} classifier", task=task, aliases=tuple(aliases))
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    return sorted(MODELS.list(pattern))
+def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Registered names matching the glob, of one task's models when `task` is given."""
+    return sorted(MODELS.list(pattern) if task is None else MODELS.list(pattern, task=task))
 
 
-def create_model(name: str, num_classes: int = 10, image_size: int = 32, in_channels: int = 3) -> nn.Module:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return MODELS.get(name).build(num_classes=num_classes, image_size=image_size, in_channels=in_channels)
+def resolve_model(name: str, task: str) -> str:
+    """The registered name that `name` (a name or one of its aliases) stands for among `task`'s models."""
+    for registered in MODELS.list(task=task):
+        if name == registered or name in MODELS.get(registered).aliases:
+            return registered
+    raise UnknownNameError(f"unknown {task} model {name!r}; choose one of {', '.join(MODELS.list(task=task))}")
+
+
+def create_model(name: str, *args: object, task: str | None = None, **options: object) -> nn.Module:
+    """Build the model `name` with its builder's arguments, e.g. `create_model("resnet20", 10, 32)`.
+
+    With `task`, `name` may be one of that task's aliases.  An unknown name raises the registry's
+    UnknownNameError listing the valid ones.
+    """
+    entry = MODELS.get(name if task is None else resolve_model(name, task))
+    return entry.build(*args, **options)
 
 
 def _stem_conv(in_channels: int, out: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out, 3, 1, 1, bias=False)
 
 
-def _torchvision_resnet(arch: str):
-    def build(num_classes: int, image_size: int, in_channels: int) -> nn.Module:
+def _torchvision_resnet(arch: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int = 10, image_size: int = 32, in_channels: int = 3) -> nn.Module:
         import torchvision
 
         model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
@@ -54,8 +72,8 @@ def _torchvision_resnet(arch: str):
     return build
 
 
-def _torchvision_vgg(arch: str):
-    def build(num_classes: int, image_size: int, in_channels: int) -> nn.Module:
+def _torchvision_vgg(arch: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int = 10, image_size: int = 32, in_channels: int = 3) -> nn.Module:
         import torchvision
 
         model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
@@ -71,7 +89,7 @@ def _torchvision_vgg(arch: str):
 
 
 @register_model("mobilenet_v2")
-def _mobilenet_v2(num_classes: int, image_size: int, in_channels: int) -> nn.Module:
+def _mobilenet_v2(num_classes: int = 10, image_size: int = 32, in_channels: int = 3) -> nn.Module:
     import torchvision
 
     model = torchvision.models.mobilenet_v2(weights=None, num_classes=num_classes)
@@ -89,6 +107,38 @@ for _arch in ("vgg16", "vgg16_bn"):
     register_model(_arch)(_torchvision_vgg(_arch))
 for _depth in (20, 32, 44, 56, 110):
     register_model(f"resnet{_depth}")(
-        lambda num_classes, image_size, in_channels, d=_depth: CifarResNet(d, num_classes, in_channels))
+        lambda num_classes=10, image_size=32, in_channels=3, d=_depth: CifarResNet(d, num_classes, in_channels))
 register_model("digits_cnn")(
-    lambda num_classes, image_size, in_channels: DigitsCNN(num_classes, in_channels))
+    lambda num_classes=10, image_size=32, in_channels=3: DigitsCNN(num_classes, in_channels))
+
+
+def _yolo(name: str) -> Callable[..., nn.Module]:
+    def build(nc: int = 80, names: Sequence[str] | None = None, seed: int = 0) -> nn.Module:
+        from .yolo import build_detection_model
+
+        return build_detection_model(name, nc, names, seed=seed)
+
+    return build
+
+
+# each name is a bundled ultralytics yaml (yolov3u / yolov3-tinyu are the same anchor-free models)
+for _name in ("yolov3", "yolov3-tiny", "yolov3-spp"):
+    register_model(_name, task="yolo", aliases=(f"{_name}u",),
+                   help=f"{_name} detector (ultralytics {_name}.yaml, fresh weights)")(_yolo(_name))
+
+
+def _ufld(depth: str) -> Callable[..., nn.Module]:
+    def build(griding_num: int = 100, num_row_anchors: int = 56, num_lanes: int = 4,
+              input_size: tuple[int, int] = (288, 800), use_aux: bool = True, hidden: int = 2048) -> nn.Module:
+        from .ufld import UFLD
+
+        return UFLD(depth, griding_num=griding_num, num_row_anchors=num_row_anchors, num_lanes=num_lanes,
+                    input_size=input_size, use_aux=use_aux, hidden=hidden)
+
+    return build
+
+
+register_model("ufld_resnet18", task="lane", aliases=("resnet18", "18", "ufld"),
+               help="Ultra-Fast-Lane-Detection, ResNet-18 backbone")(_ufld("18"))
+register_model("ufld_resnet34", task="lane", aliases=("resnet34", "34"),
+               help="Ultra-Fast-Lane-Detection, ResNet-34 backbone")(_ufld("34"))

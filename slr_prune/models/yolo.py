@@ -17,16 +17,17 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MODEL_CONFIGS", "HEAD_EXCLUSIONS", "import_ultralytics", "build_detection_model", "load_detection_model",
+from . import MODELS, resolve_model
+
+__all__ = ["bundled_names", "HEAD_EXCLUSIONS", "import_ultralytics", "build_detection_model", "load_detection_model",
            "check_detection_model", "head_exclusions"]
 
-# model name → bundled ultralytics yaml stem (yolov3u / yolov3-tinyu are the same anchor-free models)
-MODEL_CONFIGS: dict[str, str] = {
-    "yolov3": "yolov3", "yolov3u": "yolov3",
-    "yolov3-tiny": "yolov3-tiny", "yolov3-tinyu": "yolov3-tiny",
-    "yolov3-spp": "yolov3-spp", "yolov3-sppu": "yolov3-spp",
-}
 HEAD_EXCLUSIONS = ("last", "head", "none")
+
+
+def bundled_names() -> list[str]:
+    """The yolo task's registered model names and aliases (slr_prune.models); each names a bundled yaml."""
+    return [n for name in MODELS.list(task="yolo") for n in (name, *MODELS.get(name).aliases)]
 
 
 def import_ultralytics() -> Any:
@@ -52,7 +53,7 @@ def _bundled_yaml(stem: str) -> Path:
 
 def build_detection_model(config: str | Path, nc: int, names: Sequence[str] | None = None,
                           seed: int = 0) -> nn.Module:
-    """An ultralytics DetectionModel from a bundled name (MODEL_CONFIGS) or a model yaml, freshly initialised.
+    """An ultralytics DetectionModel from a bundled name (`bundled_names`) or a model yaml, freshly initialised.
 
     The initialisation is seeded (the global RNG is left as it was), so every call gives the same model.
     """
@@ -60,8 +61,8 @@ def build_detection_model(config: str | Path, nc: int, names: Sequence[str] | No
     from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils import DEFAULT_CFG_DICT, YAML
 
-    if str(config) in MODEL_CONFIGS:
-        path = _bundled_yaml(MODEL_CONFIGS[str(config)])
+    if str(config) in bundled_names():
+        path = _bundled_yaml(resolve_model(str(config), "yolo"))
     else:
         path = Path(config).expanduser()
         if not path.is_file():
@@ -97,7 +98,7 @@ def load_detection_model(path: str | Path, trust: bool = False) -> nn.Module:
     path = Path(path).expanduser()
     if path.suffix != ".pt":
         raise ValueError(f"model {str(path)!r}: expected an ultralytics .pt file, a .yaml model config or one of "
-                         f"{', '.join(MODEL_CONFIGS)}")
+                         f"{', '.join(bundled_names())}")
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     from ultralytics.nn.tasks import _SafeLoad

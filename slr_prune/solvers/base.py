@@ -2,7 +2,7 @@
 
 `PenaltySolver` adds the relaxed-Lagrangian state of SLR and ADMM: the sparse copies Z, the
 multipliers Λ and the penalty ρ.  The W-step gradient of ρ/2‖W − Z + Λ/ρ‖² is ρ(W − Z) + Λ; it is
-added to `.grad` after `backward()` by three fused multi-tensor ops, outside autograd.
+added to `.grad` after `backward()` by two fused multi-tensor ops, outside autograd.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Surrogate Lagrangian Relaxation (SLR) for constrained pruning.
 
 One `step(closure)` is one SLR iteration after a W-subproblem (the user's SGD steps with
-`add_penalty_grad_`), following ../shared/reference/slr-admm.md §1.3 and §4:
+`add_penalty_grad_`), following the SLR pruning papers (arXiv 2012.10079, IJCAI 2021; arXiv
+2304.04120) and the authors' public code (github.com/Zhoushanglin100/SLR-ADMM-cifar10):
 
 1. Surrogate condition 1: L(W^k, Z^{k−1}, Λ) < L(W^{k−1}, Z^{k−1}, Λ), with the loss evaluated by
    the same probe closure at the current weights and at a *copy* of the previous iterate.
@@ -15,7 +16,7 @@ One `step(closure)` is one SLR iteration after a W-subproblem (the user's SGD st
 α_k = 1 − 1/(M k^{1 − 1/k^r}).  Multipliers move only when a condition holds, so a bad iterate
 cannot corrupt Λ.
 
-One deliberate departure from the reference's Eq. 11 (and the authors' admm_v3.py): there both
+One deliberate departure from the paper's Eq. 11 (and the authors' admm_v3.py): there both
 updates of an iteration divide into ‖W_prev − Z_prev‖, so when the residual shrinks s grows like
 1/residual² and, with M = 300, Λ and W diverge (measured: 58 of 60 sparse-regression instances,
 tests/test_reference_cvxpy.py).  Here the numerator g_last is the residual of the last multiplier

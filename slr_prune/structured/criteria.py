@@ -40,6 +40,7 @@ from ..engine.trainer import TrainConfig
 from ..registry import Registry
 from ..solvers import SOLVERS
 from ..task import Task
+from ..utils import model_mode
 from .surgery import ChannelGraph, ChannelGroup, Member, SiteMasker
 
 __all__ = [
@@ -97,12 +98,8 @@ class Calibration:
         """Mean loss over the batches in eval mode (batch norms read, never updated)."""
         if self.loss is None:
             raise ValueError("this criterion needs a loss: build the Calibration with loss=... or from a task")
-        was = model.training
-        model.eval()
-        try:
+        with model_mode(model, train=False):
             return sum(float(self.loss(model, b)) for b in self.batches) / len(self.batches)
-        finally:
-            model.train(was)
 
 
 # ---- reductions ---------------------------------------------------------------------------
@@ -269,13 +266,11 @@ class FeatureCriterion(Criterion):
 
         handles = [m.register_forward_hook(hook(k)) for k, m in sites.items()]
         model = graph.model
-        was = model.training
-        model.eval()
         try:
-            for batch in calibration.batches:
-                calibration.forward(model, batch)
+            with model_mode(model, train=False):
+                for batch in calibration.batches:
+                    calibration.forward(model, batch)
         finally:
-            model.train(was)
             for h in handles:
                 h.remove()
         per = {k: sums[k] / units[k] for k in sums}

@@ -35,13 +35,13 @@ from torch import Tensor, nn
 
 from ..allocate import Monomials
 from ..metrics.flops import layer_costs
+from ..utils import CONV_LINEAR, model_mode
 
 __all__ = [
     "Member", "ChannelGroup", "ChannelGraph", "CostModel", "SiteMasker", "Monomials",
     "plan_from_scores", "CONV_LINEAR",
 ]
 
-CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 NORMS = (nn.modules.batchnorm._BatchNorm,)
 
 
@@ -125,13 +125,8 @@ class ChannelGraph:
         self.ignored = _resolve_modules(model, ignored_layers, self.names)
         device = _device_of(model)
         self.example_input = _to(example_input, device)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.enable_grad():
-                self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=self.example_input)
-        finally:
-            model.train(was_training)
+        with model_mode(model, train=False), torch.enable_grad():
+            self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=self.example_input)
         self.groups: dict[str, ChannelGroup] = {}
         self.output_layers: list[nn.Module] = []
         for group in self.dg.get_all_groups(ignored_layers=self.ignored, root_module_types=list(CONV_LINEAR)):

@@ -32,6 +32,7 @@ from ..engine.pipeline import finetune as pipeline_finetune
 from ..engine.trainer import Hooks, TrainConfig
 from ..metrics.flops import cost_summary
 from ..task import Task, task_name
+from ..utils import model_mode
 from .criteria import CRITERIA, Calibration, Criterion, WeightNorm, make_criterion
 from .record import save_pruned
 from .surgery import ChannelGraph, SiteMasker, plan_from_scores
@@ -288,16 +289,12 @@ def torch_pruning_baseline(model: nn.Module, example_input: Tensor, *, flops_tar
             lo = mid
     ratio = hi
     before = cost_summary(model, example)
-    was = model.training
-    model.eval()
-    try:
+    with model_mode(model, train=False):
         pruner = tp.pruner.MetaPruner(model, example[:1],
                                       importance=importance or tp.importance.GroupMagnitudeImportance(p=2),
                                       pruning_ratio=ratio, ignored_layers=graph.ignored + graph.output_layers,
                                       round_to=round_to)
         pruner.step()
-    finally:
-        model.train(was)
     after = cost_summary(model, example)
     return {"ratio": ratio, "predicted": cost(ratio), "kind": kind, "target": target,
             "costs": {"before": _totals(before), "after": _totals(after),
