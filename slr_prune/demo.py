@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .adapters import ClassificationTask
 from .engine import TrainConfig, Trainer, prune
@@ -57,10 +58,11 @@ def run_demo(out: str | Path = "runs/demo", ratio: float = 0.9, device: str = "a
                            device=device, progress=progress, seed=seed)
     runs = [(name, SOLVERS[name].builder.run_defaults({"rho": d["rho"]})) for name in ("slr", "admm")]
     runs += [("magnitude", {"schedule": "oneshot"}), ("layerwise", {})]
-    results, dense = [], None
+    results, dense, pruned = [], None, {}
     for method, options in runs:
         print(f"      {method} ...", flush=True)
-        result = prune(copy.deepcopy(model), task, spec, method, train=train, finetune=finetune,
+        pruned[method] = copy.deepcopy(model)
+        result = prune(pruned[method], task, spec, method, train=train, finetune=finetune,
                        solver_options=options, dense_metrics=dense)
         dense = result.dense
         results.append(result)
@@ -77,6 +79,20 @@ def run_demo(out: str | Path = "runs/demo", ratio: float = 0.9, device: str = "a
                                                   "solver_options": dict(runs)},
                                      "results": [r.to_dict() for r in results]})
     plot_hard_prune_curves(results, out / "hard_prune.png", model="digits CNN")
+    _write_compressed(task, pruned["slr"], out / "slr.safetensors", model)
     print(f"report: {out / 'report.json'}\nfigure: {out / 'hard_prune.png'}\n"
           f"total {time.perf_counter() - start:.0f} s")
     return results
+
+
+def _write_compressed(task: ClassificationTask, model: nn.Module, path: Path, dense: nn.Module) -> Path:
+    """SLR's pruned model as a compressed file, reloaded and checked, with both sizes printed."""
+    from .compressed import dense_bytes
+    from .export import EXPORTERS, outputs
+
+    x = task.example_input(2).float()
+    path, diff = EXPORTERS.get("compressed").build(task, model.float().cpu(), path, x, outputs(model, x))
+    size, full = path.stat().st_size, dense_bytes(dense.state_dict())
+    print(f"compressed file: {path} {size / 1000:.1f} KB, {size / full:.3f}x the dense checkpoint's "
+          f"{full / 1000:.1f} KB (reloaded outputs differ by {diff:.2g})")
+    return path

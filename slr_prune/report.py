@@ -44,7 +44,7 @@ def results_table(results: Sequence[PruneResult], markdown: bool = False, task: 
 
     header = ["method", "epochs", f"dense {metric} %", *side_header, "sparsity %", f"hard-prune {metric} %",
               *side_header, "+ BN recal. %", *side_header, "fine-tune epochs", f"fine-tuned {metric} %",
-              *side_header, "compression", "seconds"]
+              *side_header, "non-zeros (nominal)", "file KB (x dense)", "seconds"]
     rows = []
     for r in results:
         name = r.method
@@ -52,13 +52,13 @@ def results_table(results: Sequence[PruneResult], markdown: bool = False, task: 
             stale, recal = r.projection["hard_prune"], r.projection["hard_prune_bn"]
             rows.append([f"{r.method}, projection", str(len(r.epochs)), *cells(r.dense), _pct(r.sparsity),
                          *cells(stale), *(cells(recal) if recal else ["no BN"] + ["-"] * len(side)),
-                         "-", *cells(None), "-", "-"])
+                         "-", *cells(None), "-", "-", "-"])
             name = f"{r.method}, layer-wise {r.reconstruction['solver']}"
         rows.append([
             name, str(len(r.epochs)), *cells(r.dense), _pct(r.sparsity), *cells(r.hard_prune),
             *(cells(r.hard_prune_bn) if r.hard_prune_bn else ["no BN"] + ["-"] * len(side)),
             str(len(r.finetune)), *cells(r.finetuned),
-            f"{r.costs['after']['compression']:.2f}x" if r.costs else "-", f"{r.seconds:.1f}",
+            *_sizes(r.costs), f"{r.seconds:.1f}",
         ])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -67,6 +67,19 @@ def results_table(results: Sequence[PruneResult], markdown: bool = False, task: 
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] +
                      [fmt.format(*row) for row in rows])
+
+
+def _sizes(costs: dict[str, Any]) -> list[str]:
+    """The nominal compression (parameters / non-zeros) and the measured compressed file against
+    the dense checkpoint: the two figures side by side, so neither is mistaken for the other."""
+    if not costs:
+        return ["-", "-"]
+    after, before = costs["after"], costs["before"]
+    nominal = f"{100 / after['compression']:.1f}% ({after['compression']:.2f}x)"
+    if "bytes" not in after:  # a report written before file sizes were measured
+        return [nominal, "-"]
+    size = after["bytes"]["compressed"]
+    return [nominal, f"{size / 1000:.1f} ({size / before['bytes']['dense']:.3f}x)"]
 
 
 def write_json(path: str | Path, data: Any) -> Path:

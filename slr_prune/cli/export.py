@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ..export import dense_bytes, outputs
+    from ..compressed import dense_bytes
+    from ..export import outputs
     from ..structure import structure_record
 
     entry = EXPORTERS.get(args.format)
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> None:
     ok = diff <= 1e-4 * scale
     zeros = sum(int((p == 0).sum()) for p in model.parameters() if p.dim() > 1)
     total = sum(p.numel() for p in model.parameters() if p.dim() > 1)
-    dense = dense_bytes(task.build_model())
+    dense = dense_bytes(task.build_model().state_dict())
     print(f"exported {kind} model ({total:,} conv/linear weights, {zeros / max(1, total):.1%} zero) "
           f"as {args.format}: {path}")
     print(f"file size {path.stat().st_size:,} bytes = {path.stat().st_size / dense:.3f}x the dense model's "

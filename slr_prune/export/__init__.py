@@ -21,7 +21,7 @@ from ..masks import MaskedWeight, squash
 from ..registry import Registry
 from ..task import Task
 
-__all__ = ["EXPORTERS", "Exporter", "plain_copy", "outputs", "difference", "dense_bytes", "export_onnx",
+__all__ = ["EXPORTERS", "Exporter", "plain_copy", "outputs", "difference", "export_onnx",
            "onnx_max_difference",
            "export_ultralytics", "load_compressed"]
 
@@ -47,15 +47,6 @@ def outputs(model: nn.Module, x: Tensor) -> Tensor:
     with torch.no_grad():
         out = plain_copy(model)(x)
     return out[0] if isinstance(out, tuple | list) else out
-
-
-def dense_bytes(model: nn.Module) -> int:
-    """Bytes of `model`'s state dict in float32 written by torch.save: what a dense checkpoint costs."""
-    import io
-
-    buffer = io.BytesIO()
-    torch.save({k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}, buffer)
-    return buffer.tell()
 
 
 def difference(a: Tensor, b: Tensor) -> float:
