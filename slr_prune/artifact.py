@@ -31,7 +31,7 @@ from .structure import FORMAT as STRUCTURE_FORMAT
 from .structure import apply_record, structure_record
 
 __all__ = ["FORMAT", "Artifact", "save_artifact", "load_artifact", "save_atomic", "write_bytes_atomic",
-           "state_dict_mismatch", "digest"]
+           "state_dict_mismatch", "digest", "head_rows"]
 
 FORMAT = "slr_prune/2"
 
@@ -106,6 +106,18 @@ def state_dict_mismatch(model: nn.Module, state: Mapping[str, Tensor]) -> str | 
             more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
             parts.append(f"{len(keys)} {what}: {', '.join(keys[:3])}{more}")
     return "; ".join(parts) or None
+
+
+def head_rows(model: nn.Module, state: Mapping[str, Tensor]) -> int | None:
+    """The output count of `state`'s head when it differs from `model`'s and nothing else does:
+    the last module with a weight, wider or narrower only along its outputs (a pretrained head)."""
+    own = model.state_dict()
+    last = [n for n, m in model.named_modules() if isinstance(getattr(m, "weight", None), Tensor)][-1:]
+    differ = {k for k in own if k in state and state[k].shape != own[k].shape}
+    if not last or not differ or not differ <= {f"{last[0]}.weight", f"{last[0]}.bias"}:
+        return None
+    theirs, ours = state[f"{last[0]}.weight"].shape, own[f"{last[0]}.weight"].shape
+    return int(theirs[0]) if theirs[1:] == ours[1:] else None
 
 
 def digest(obj: Any) -> str:

@@ -44,7 +44,7 @@ def results_table(results: Sequence[PruneResult], markdown: bool = False, task: 
 
     header = ["method", "epochs", f"dense {metric} %", *side_header, "sparsity %", f"hard-prune {metric} %",
               *side_header, "+ BN recal. %", *side_header, "fine-tune epochs", f"fine-tuned {metric} %",
-              *side_header, "non-zeros (nominal)", "file KB (x dense)", "seconds"]
+              *side_header, "non-zeros (nominal)", "compressed file (x dense)", "seconds"]
     rows = []
     for r in results:
         name = r.method
@@ -79,7 +79,8 @@ def _sizes(costs: dict[str, Any]) -> list[str]:
     if "bytes" not in after:  # a report written before file sizes were measured
         return [nominal, "-"]
     size = after["bytes"]["compressed"]
-    return [nominal, f"{size / 1000:.1f} ({size / before['bytes']['dense']:.3f}x)"]
+    shown = f"{size / 1e6:.1f} MB" if size >= 1e7 else f"{size / 1e3:.1f} KB"
+    return [nominal, f"{shown} ({size / before['bytes']['dense']:.3f}x)"]
 
 
 def write_json(path: str | Path, data: Any) -> Path:

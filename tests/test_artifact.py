@@ -135,3 +135,26 @@ def test_structured_removal_then_n_m_then_export_compose(tmp_path, capsys):
                  "--out", str(tmp_path / "x")])
     out = capsys.readouterr().out
     assert code == 0 and "exported structured model" in out and "— match" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["torchvision", "timm_1000_classes", "ddp"])
+def test_plain_state_dicts_prune_through_the_cli(tmp_path, capsys, layout):
+    """A torchvision weights file, a timm-style dict under "state_dict" (with an ImageNet head on a
+    3-class folder: the head's width is read from the file) and a DDP save prune with no conversion."""
+    import torchvision
+    from fixtures import write_image_folders
+
+    data = write_image_folders(tmp_path / "imgs")
+    state = torchvision.models.resnet18(num_classes=1000 if layout == "timm_1000_classes" else 3).state_dict()
+    payload = {"torchvision": state, "timm_1000_classes": {"state_dict": state, "epoch": 90},
+               "ddp": {f"module.{k}": v for k, v in state.items()}}[layout]
+    torch.save(payload, tmp_path / "w.pth")
+    assert main(["prune", "--model", "resnet18", "--dataset", "imagefolder", "--data", str(data), "--image-size", "96",
+                 "--checkpoint", str(tmp_path / "w.pth"), "--method", "magnitude", "--ratio", "0.5", "--epochs", "0",
+                 "--finetune-epochs", "0", "--bn-batches", "0", "--no-progress", "--out", str(tmp_path / "p")]) == 0
+    err = capsys.readouterr().err
+    assert ("1000-way head" in err) == (layout == "timm_1000_classes")
+    pruned = load_artifact(tmp_path / "p" / "pruned.pt")
+    assert pruned.state_dict["fc.weight"].shape[0] == (1000 if layout == "timm_1000_classes" else 3)
+    assert torch.equal(pruned.state_dict["layer1.0.conv1.weight"] != 0, pruned.masks["layer1.0.conv1.weight"])

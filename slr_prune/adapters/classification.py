@@ -28,14 +28,16 @@ class ClassificationTask(DatasetTask):
     `augment` (imagefolder only; slr_prune.data.AUGMENTS) picks the training augmentation, by
     default "imagenet" from 128 px up and "light" below; the model's input channels are the data's.
     `probe_holdout` > 0 holds that many training examples out of the training batches as SLR's
-    probe set (see `DatasetTask.hold_out_probe`).
+    probe set (see `DatasetTask.hold_out_probe`).  `num_classes` widens the head beyond the data's
+    classes (pretrained weights with 1000 outputs on a folder of 3 classes); default: the data's.
     """
 
     metric = "accuracy"
 
     def __init__(self, model: str = "digits_cnn", dataset: str = "digits", data: str | Path | None = None,
                  batch_size: int = 64, eval_batch_size: int = 256, image_size: int | None = None,
-                 workers: int = 0, seed: int = 0, augment: Augment | None = None, probe_holdout: int = 0):
+                 workers: int = 0, seed: int = 0, augment: Augment | None = None, probe_holdout: int = 0,
+                 num_classes: int | None = None):
         for name, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
                                  ("workers", workers, 0), ("image_size", 1 if image_size is None else image_size, 1)):
             if not (isinstance(value, int) and value >= low):
@@ -43,6 +45,12 @@ class ClassificationTask(DatasetTask):
         self.model_name = model
         self.dataset_name = dataset
         self.train_set, self.val_set, self.info = classification_datasets(dataset, data, image_size, augment)
+        if num_classes is not None:  # a head wider than the data's classes, e.g. pretrained ImageNet weights
+            if not (isinstance(num_classes, int) and num_classes >= self.info["num_classes"]):
+                raise ValueError(f"num_classes must be an integer ≥ the {self.info['num_classes']} classes of the "
+                                 f"data, got {num_classes!r}")
+            self.info = {**self.info, "num_classes": num_classes}
+        self.num_classes = num_classes
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.workers, self.seed = workers, seed
         self.name = f"{model}-{dataset}"
@@ -56,7 +64,8 @@ class ClassificationTask(DatasetTask):
 
     def record(self) -> dict[str, Any]:
         return {"model": self.model_name, "dataset": self.dataset_name, "image_size": self.info["image_size"],
-                "augment": self.info.get("augment"), "probe_holdout": self.probe_holdout}
+                "augment": self.info.get("augment"), "probe_holdout": self.probe_holdout,
+                "num_classes": self.num_classes}
 
     def build_model(self) -> nn.Module:
         return create_model(self.model_name, self.info["num_classes"], self.info["image_size"],

@@ -46,6 +46,9 @@ def task_args(p: argparse.ArgumentParser) -> None:
                    help="classification: digits (ships with the package), cifar10 or imagefolder (read from --data)")
     g.add_argument("--data", default=None, help="dataset root folder or data yaml (never downloaded)")
     g.add_argument("--image-size", type=int, default=None, help="input size (default: the dataset's or task's)")
+    g.add_argument("--num-classes", type=int, default=None,
+                   help="classification: outputs of the head when wider than the data's classes (default: the "
+                        "data's, or a plain state dict's head)")
     g.add_argument("--augment", default=None, choices=AUGMENTS,
                    help="image folders: training augmentation (default: imagenet from 128 px, light below)")
     g.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
@@ -171,7 +174,7 @@ def make_task(args: argparse.Namespace, artifact: Artifact | None = None):
     saved = dict(artifact.task or {}) if artifact is not None else {}  # every option the task recorded
     name = args.task or (artifact.task_name if artifact is not None else None) or "classification"
     given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size,
-             "augment": getattr(args, "augment", None),
+             "augment": getattr(args, "augment", None), "num_classes": getattr(args, "num_classes", None),
              "trust_checkpoint": getattr(args, "trust_checkpoint", False) or None}
     given = {k: v for k, v in given.items() if v is not None}
     given.update(task_options(name, getattr(args, "task_option", [])))
@@ -233,7 +236,7 @@ def check_solver_options(method: str, options: dict[str, Any]) -> None:
 def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
     """(task, model, artifact) from --checkpoint: any file slr_prune wrote (a resized model is
     rebuilt from its structure record) or a plain state dict; without one, a fresh model."""
-    from ..artifact import load_artifact
+    from ..artifact import head_rows, load_artifact
 
     artifact = load_artifact(args.checkpoint) if args.checkpoint else None
     if artifact is None and need_checkpoint:
@@ -243,6 +246,12 @@ def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
     task = make_task(args, artifact)
     model = task.build_model()
     if artifact is not None:
+        rows = head_rows(model, artifact.state_dict) if artifact.task is None else None
+        if rows is not None and getattr(args, "num_classes", None) is None and "num_classes" in task.record():
+            print(f"note: {args.checkpoint!r} has a {rows}-way head; the model is built with --num-classes {rows}",
+                  file=sys.stderr)
+            task = make_task(argparse.Namespace(**{**vars(args), "num_classes": rows}), artifact)
+            model = task.build_model()
         artifact.build(model, f"checkpoint {args.checkpoint!r} ({task.name})")
     return task, model, artifact
 
