@@ -215,18 +215,6 @@ def solver_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
     return entry_options(args, SOLVERS.get(method))
 
 
-def check_solver_options(method: str, options: dict[str, Any]) -> None:
-    """Validate a solver's option values before any compute, on a small stand-in network (for runs
-    whose own network is built later, e.g. by a search)."""
-    from torch import nn
-
-    from ..spec import PruneSpec
-
-    stand_in = nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(64, 4))
-    SOLVERS.get(method).build(stand_in, PruneSpec.uniform(0.5, include_first=True, include_last=True),
-                              **SOLVERS.get(method).check_options(options))
-
-
 def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
     """(task, model, checkpoint) from --checkpoint: a dense or unstructured-pruned state dict, or a
     structured pruned file (the model resized to its record); without one, a fresh model."""

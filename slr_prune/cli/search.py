@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..solvers import SOLVERS
+from ..solvers import SOLVERS, solver_config
 from .common import (
     bn_args,
     check_out,
-    check_solver_options,
     make_spec,
     make_task,
     run_folder_args,
@@ -72,8 +71,7 @@ def run(args: argparse.Namespace) -> None:
     if not hasattr(task, "train_dataset") or getattr(task, "info", None) is None:
         raise ValueError(f"--task {args.task}: the search needs a classification task (a map-style dataset)")
     spec = make_spec(args, task)
-    options = solver_options(args, args.method)
-    check_solver_options(args.method, options)  # before the search: the derived network does not exist yet
+    options = solver_config(args.method, solver_options(args, args.method))  # checked before the search
     result = search_prune(task, spec, args.method, search_config=config, train=train_config(args, prefix="train_"),
                           prune_train=train_config(args), finetune=train_config(args, prefix="finetune_",
                                                                                  schedule="constant"),

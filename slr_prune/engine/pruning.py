@@ -24,7 +24,7 @@ from ..layerwise import Reconstruction
 from ..masks import Masks, squash
 from ..metrics import cost_summary
 from ..sets import ConstraintSet
-from ..solvers import SOLVERS
+from ..solvers import SOLVERS, solver_config
 from ..spec import PruneSpec
 from ..task import Task, task_name
 from ..utils import state_digest
@@ -80,7 +80,9 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     """Prune `model` in place with the registered solver `method` under `spec`; see module doc.
 
     `spec` is a PruneSpec or resolved sets {parameter name: ConstraintSet} (e.g. an allocation);
-    `solver_options` a mapping or the entry's options dataclass (`SOLVERS.get(method).options`).
+    `solver_options` a mapping of the solver's options, or its config (`SOLVERS.get(method).options`,
+    e.g. `SLRConfig`) used as it is; a mapping goes through `solver_config`, the rule the command line
+    shares: without a ρ schedule in it, the config's recommended one.
     `bn_batches` training batches re-estimate the BatchNorm statistics after every hard prune
     (0: never); a model without BatchNorm reports only `hard_prune`.  With `keep_checkpoints`
     False the per-phase training checkpoints in `out_dir` are removed once pruned.pt is written.
@@ -89,14 +91,14 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     one-shot method `layerwise` reconstructs from the dense weights with zero epochs.
     """
     entry = SOLVERS.get(method)
-    options = entry.check_options(solver_options or {})
+    config = solver_config(method, solver_options)
     check_bn_batches(bn_batches)  # before any compute
     if reconstruct is not None and not isinstance(reconstruct, Reconstruction):
         raise TypeError(f"reconstruct must be a Reconstruction or None, got {type(reconstruct).__name__}")
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
-    run = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(entry.options(**options)),
+    run = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(config),
            "task": task.record(), "task_name": task_name(task), "source_weights": state_digest(model),
            "bn_batches": bn_batches, "reconstruct": reconstruct.fingerprint() if reconstruct else None}
     everything = {**run, "train": train.fingerprint(), "finetune": finetune.fingerprint() if finetune else None}
@@ -112,7 +114,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
 
     context = {"task": task, "seed": train.seed, "checkpoint": out / "layerwise.pt" if out else None,
                "resume": resume} if entry.needs_task else {}
-    solver = entry.build(model, spec, **context, **options)
+    solver = entry.build(model, spec, config, **context)
     if reconstruct is not None:
         check_reconstruction(model, solver.projector.sets, reconstruct)
     metric = task.metric
