@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..structured.criteria import CRITERIA
+from ..structured.workflow import LatencyOptions
 from .common import check_out, load_model, make_task, solver_args, task_args, train_args, train_config, write_run_files
-from .options import add_entry_options, entry_options
+from .options import add_config_flags, add_entry_options, config_values, entry_options
 
 NAME = "structured"
 HELP = ("structured pruning: score filters with a registered criterion, remove them for real through "
@@ -49,10 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     solver_args(p, trains=True)  # the solver criteria train under filter constraints
     train_args(p, prefix="finetune-", epochs=1, lr=0.01, label="fine-tuning of the pruned model")
     g = p.add_argument_group("latency (dense vs pruned, interleaved)")
-    g.add_argument("--latency-batch", type=int, default=1, help="batch size of the timed input")
-    g.add_argument("--latency-device", default=None, help="cpu or cuda (default: --device)")
-    g.add_argument("--latency-dtype", default=None, choices=["bfloat16", "float16"], help="default float32")
-    g.add_argument("--latency-repeats", type=int, default=10, help="timed repeats per model")
+    add_config_flags(g, LatencyOptions, defaults={"device": None})
     g.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--out", default="runs/structured", help="run folder for pruned.pt and report.json")
 
@@ -124,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
     """Run `slr-prune structured` with parsed arguments."""
     from ..engine import resolve_device
     from ..spec import parse_ratios
-    from ..structured.workflow import LatencyOptions, structured_prune
+    from ..structured.workflow import structured_prune
 
     if args.load:
         _evaluate_saved(args)
@@ -135,9 +133,10 @@ def run(args: argparse.Namespace) -> None:
     if checkpoint is None:
         print("note: no --checkpoint given; pruning a randomly initialised model", file=sys.stderr)
     device = resolve_device(args.device)
-    latency = None if args.no_latency else LatencyOptions(
-        batch_size=args.latency_batch, device=str(args.latency_device or device), dtype=args.latency_dtype,
-        repeats=args.latency_repeats)
+    latency = None
+    if not args.no_latency:
+        values = config_values(args, LatencyOptions)
+        latency = LatencyOptions(**{**values, "device": str(values["device"] or device)})
     finetune = train_config(args, prefix="finetune_", schedule="constant")
     options = _criterion_options(args)
     result = structured_prune(
