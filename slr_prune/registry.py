@@ -88,6 +88,8 @@ class Entry(Generic[T]):
         return dict(options)
 
     def __getattr__(self, trait: str) -> Any:
+        """`entry.<trait>` for `entry.traits[<trait>]` (kept for cli/export.py's `entry.suffix`; the
+        library itself reads `entry.traits`)."""
         traits = object.__getattribute__(self, "traits")
         if trait in traits:
             return traits[trait]

@@ -93,7 +93,7 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
 def reconstruction(args: argparse.Namespace, methods: list[str]) -> Any:
     """The --reconstruct settings (from the layer-wise options), or None; layer-wise options that no
     method would use are refused rather than ignored."""
-    layerwise = [m for m in methods if SOLVERS.get(m).needs_task]
+    layerwise = [m for m in methods if SOLVERS.get(m).options.needs_task]
     given = {k: v for k, v in solver_options(args, "layerwise").items() if v is not None}
     if args.reconstruct:
         if layerwise:

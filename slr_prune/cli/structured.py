@@ -61,8 +61,9 @@ def _criterion_options(args: argparse.Namespace) -> dict[str, Any]:
 
     entry = CRITERIA.get(args.criterion)
     options = entry_options(args, entry)
-    if entry.traits.get("solver"):
-        options.update(train=train_config(args, prefix="solver_"), solver_options=solver_options(args, entry.solver))
+    solver = entry.traits.get("solver")
+    if solver:
+        options.update(train=train_config(args, prefix="solver_"), solver_options=solver_options(args, solver))
     return options
 
 
@@ -148,6 +149,6 @@ def run(args: argparse.Namespace) -> None:
     _print_report(result)
     write_run_files(args.out, args, result.to_dict(), task=task.record(), source_checkpoint=args.checkpoint,
                     criterion_options={k: v for k, v in options.items()
-                                       if k not in CRITERIA.get(args.criterion).workflow})
+                                       if k not in CRITERIA.get(args.criterion).traits["workflow"]})
     print(f"run folder: {args.out}\n  pruned model: {Path(args.out) / 'pruned.pt'} "
           f"(slr_prune.structured.load_pruned, or slr-prune export)\n  report: {Path(args.out) / 'report.json'}")

@@ -113,7 +113,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     dense = dense_metrics or task.evaluate(model, device)
 
     context = {"task": task, "seed": train.seed, "checkpoint": out / "layerwise.pt" if out else None,
-               "resume": resume} if entry.needs_task else {}
+               "resume": resume} if config.needs_task else {}
     solver = entry.build(model, spec, config, **context)
     if reconstruct is not None:
         check_reconstruction(model, solver.projector.sets, reconstruct)

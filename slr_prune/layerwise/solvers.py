@@ -44,7 +44,7 @@ register_layer_solver = LAYER_SOLVERS.register
 
 def check_form(solver: str, name: str, s: ConstraintSet) -> None:
     """SpecError when the layer solver `solver` cannot handle the set `s` of parameter `name`."""
-    forms = LAYER_SOLVERS[solver].forms
+    forms = LAYER_SOLVERS[solver].traits["forms"]
     if forms is not None and not isinstance(s, forms):
         valid = ", ".join(sorted(f.form for f in forms))
         others = ", ".join(repr(n) for n in LAYER_SOLVERS.list(forms=None))

@@ -162,7 +162,7 @@ def structured_prune(model: nn.Module, task: Any = None, *, example_input: Tenso
         example_input = task.example_input()
     example = example_input.to(dev)
     options = dict(criterion_options or {})
-    if isinstance(criterion, str) and "task" in CRITERIA.get(criterion).workflow:
+    if isinstance(criterion, str) and "task" in CRITERIA.get(criterion).traits["workflow"]:
         options.setdefault("task", task)
     crit = make_criterion(criterion, **options)
     needs_calibration = crit.needs_data or allocation == "convex"
