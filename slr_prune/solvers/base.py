@@ -216,10 +216,7 @@ class PenaltySolver(Solver):
         super().__init__(model, spec, config, **options)
         c = self.config
         self.rho = self.rho0 = float(c.rho)
-        self.rho_end = c.rho_end
-        self.rho_growth = float(c.rho_growth)
-        self.rho_max = c.rho_max
-        self.rho_balance = float(c.rho_balance)
+        self.rho_schedule = c.rho_schedule
         self.ramp = c.ramp
         self.z_steps = 0
         w = self.weights()
@@ -255,10 +252,7 @@ class PenaltySolver(Solver):
     def begin(self, epochs: int, batches_per_epoch: int) -> int:
         """As Solver.begin; with `rho_end`, ρ grows geometrically from ρ0 to rho_end over the run."""
         calls = super().begin(epochs, batches_per_epoch)
-        if self.rho_end is not None:
-            updates = self.updates_in(calls)
-            self.rho_growth = (self.rho_end / self.rho0) ** (1.0 / max(1, updates - 1))
-            self.rho_max = self.rho_end
+        self.rho_schedule = self.rho_schedule.planned(self.rho0, self.updates_in(calls))
         return calls
 
     def updates_in(self, calls: int) -> int:
@@ -307,29 +301,15 @@ class PenaltySolver(Solver):
         return list(self._ramped().project(dict(zip(self.names, x, strict=True))).values())
 
     def _grow_rho(self, primal: float | None = None, dual: float | None = None) -> None:
-        """Apply the ρ schedule after an update (and refresh the cached gradient offset).
-
-        With `rho_balance` μ > 1 and the update's residuals given, ρ follows residual balancing
-        (Boyd et al. 2011, §3.4.1) instead of the fixed growth: the primal residual Σ‖W − Z‖ more
-        than μ times the dual residual ρΣ‖Z − Z_prev‖ multiplies ρ by `rho_growth` (or 2 when
-        that is 1), the reverse divides it; otherwise ρ stays.
-        """
-        if self.rho_balance and primal is not None and dual is not None:
-            tau = self.rho_growth if self.rho_growth > 1 else 2.0
-            if primal > self.rho_balance * dual:
-                self.rho *= tau
-            elif dual > self.rho_balance * primal:
-                self.rho /= tau
-        else:
-            self.rho *= self.rho_growth
-        if self.rho_max is not None:
-            self.rho = min(self.rho, self.rho_max)
+        """Apply the ρ schedule after an update (see `RhoSchedule.next`) and refresh the cached
+        gradient offset."""
+        self.rho = self.rho_schedule.next(self.rho, primal, dual)
         self._refresh()
 
     def dual_residual(self, z_old: list[Tensor], z_new: list[Tensor]) -> float | None:
         """ρ Σ_i ‖Z_i − Z_i,prev‖_F, how far the last Z-step moved (the ADMM dual residual);
-        None when `rho_balance` is off, the only reader."""
-        if not self.rho_balance:
+        None when residual balancing is off, the only reader."""
+        if not self.rho_schedule.balance:
             return None
         return self.rho * float(torch.stack(torch._foreach_norm(torch._foreach_sub(z_new, z_old))).sum())
 

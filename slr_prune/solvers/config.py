@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from ..config import Config, option
+from .schedules import Cadence, RhoSchedule
 
-__all__ = ["SolverConfig", "Cadence", "CadenceConfig", "PenaltyConfig", "with_default"]
+__all__ = ["SolverConfig", "CadenceConfig", "PenaltyConfig", "with_default"]
 
 S = TypeVar("S", bound="SolverConfig")
 
@@ -27,35 +28,6 @@ def with_default(base: type, name: str, default: Any) -> Any:
     without restating the option."""
     inherited = {f.name: f for f in dataclasses.fields(base)}[name]
     return dataclasses.field(default=default, metadata=inherited.metadata)
-
-
-@dataclass(frozen=True)
-class Cadence:
-    """When the training loop calls `step()`: after every `update_every` = k > 0 optimizer steps;
-    else exactly `updates_per_epoch` = n > 1 times per epoch, spread evenly once the epoch's length
-    is known; else once at the end of each epoch."""
-
-    update_every: int = 0
-    updates_per_epoch: int = 1
-
-    def calls_per_epoch(self, batches_per_epoch: int) -> int:
-        """`step()` calls in an epoch of `batches_per_epoch` optimizer steps (at least 1)."""
-        if self.update_every:
-            return max(1, batches_per_epoch // self.update_every)
-        return max(1, min(self.updates_per_epoch, batches_per_epoch))
-
-    def within_epoch(self, batches_per_epoch: int) -> bool:
-        """True when `step()` runs between optimizer steps (see `due`), False: once per epoch."""
-        return bool(self.update_every) or (self.updates_per_epoch > 1 and batches_per_epoch > 0)
-
-    def due(self, i: int, batches_per_epoch: int) -> bool:
-        """Whether `step()` is due after the i-th optimizer step of an epoch (i from 1)."""
-        if self.update_every:
-            return i % self.update_every == 0
-        if not self.within_epoch(batches_per_epoch):
-            return False
-        n, b = min(self.updates_per_epoch, batches_per_epoch), batches_per_epoch
-        return (i * n) // b > ((i - 1) * n) // b
 
 
 @dataclass(frozen=True)
@@ -131,6 +103,11 @@ class PenaltyConfig(CadenceConfig):
     def recommended(cls: type[S]) -> S:
         """ρ grows geometrically from `rho` to `RECOMMENDED_RHO_END` over the run."""
         return cls(rho_end=cls.RECOMMENDED_RHO_END)
+
+    @property
+    def rho_schedule(self) -> RhoSchedule:
+        """How ρ moves after each update (the four ρ options as one schedule object)."""
+        return RhoSchedule(float(self.rho_growth), self.rho_max, self.rho_end, float(self.rho_balance))
 
     def __post_init__(self) -> None:
         super().__post_init__()
