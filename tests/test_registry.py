@@ -135,3 +135,23 @@ def test_solvers_accept_resolved_sets():
     assert int(masks["0.weight"].sum()) == 16
     with pytest.raises(ValueError, match="'3.weight' is not a parameter"):
         SLR(model, {"3.weight": Unstructured(0.5)})
+
+
+def test_solver_configs_are_typed_versioned_and_inherited():
+    """Configs validate without a model, round-trip through JSON with their version, inherit their
+    parent's fields (one declaration each) and carry the traits the registry lists."""
+    from slr_prune.solvers import ADMMConfig, MagnitudeConfig, PenaltyConfig, SLRConfig
+
+    config = SLRConfig.recommended()
+    assert config.rho_end == 100.0 and ADMMConfig.recommended().rho_end == 10.0 and SLRConfig().rho_end is None
+    assert SLRConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config.to_dict()["version"] == SLRConfig.VERSION
+    with pytest.raises(ValueError, match="version 99"):
+        SLRConfig.from_dict({**config.to_dict(), "version": 99})
+    with pytest.raises(ValueError, match="rho_end must be a number ≥ rho"):
+        SLRConfig(rho=1.0, rho_end=0.5)
+    penalty = {f.name for f in dataclasses.fields(PenaltyConfig)}
+    assert penalty < {f.name for f in dataclasses.fields(SLRConfig)} and penalty < {f.name for f in
+                                                                                  dataclasses.fields(ADMMConfig)}
+    assert not MagnitudeConfig().trains and MagnitudeConfig(schedule="cubic").trains
+    assert SOLVERS.get("slr").options is SLRConfig and "magnitude" not in SOLVERS.list(trains=True)
