@@ -45,6 +45,18 @@ class Config:
         """The setting a new run gets when the user chooses none (subclasses override)."""
         return cls()
 
+    @classmethod
+    def given(cls: type[C], config: Config | None, options: Mapping[str, Any], owner: str) -> C:
+        """What a method built as `owner(config)` or `owner(**options)` runs with: `config` (an
+        instance of `cls`), or `cls` built from `options` (which validates them); not both."""
+        if config is None:
+            return cls(**options)
+        if options:
+            raise TypeError(f"{owner}: give a config or options ({', '.join(options)}), not both")
+        if not isinstance(config, cls):
+            raise TypeError(f"{owner} takes a {cls.__name__}, got {type(config).__name__}")
+        return config
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain data, with the config's version."""
         return {"version": self.VERSION, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}

@@ -71,7 +71,7 @@ class Solver:
 
     def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet],
                  config: SolverConfig | None = None, **options: Any):
-        self.config = self._make_config(config, options)
+        self.config = self.Config.given(config, options, type(self).__name__)
         if isinstance(spec, Mapping):
             spec = _checked_sets(model, spec)
         elif not isinstance(spec, PruneSpec):
@@ -87,17 +87,6 @@ class Solver:
         params = dict(model.named_parameters())
         self.params: list[nn.Parameter] = [params[n] for n in self.names]
         self.history: list[dict[str, Any]] = []
-
-    @classmethod
-    def _make_config(cls, config: SolverConfig | None, options: Mapping[str, Any]) -> SolverConfig:
-        """`config` as given, or the class's `Config` built from `options` (which validates them)."""
-        if config is None:
-            return cls.Config(**options)
-        if options:
-            raise TypeError(f"{cls.__name__}: give a config or options ({', '.join(options)}), not both")
-        if not isinstance(config, cls.Config):
-            raise TypeError(f"{cls.__name__} takes a {cls.Config.__name__}, got {type(config).__name__}")
-        return config
 
     @property
     def trains(self) -> bool:
