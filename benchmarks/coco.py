@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             options = {"rho": args.rho, "rho_growth": args.rho_growth, "rho_end": args.rho_end}
             options.update({"M": args.M, "r": args.r, "s0": args.s0} if method == "slr" else
                            {"interval": args.interval} if method == "admm" else {})
-            if not SOLVERS.get(method).penalty:  # magnitude, layerwise: their own defaults
+            if not SOLVERS.get(method).traits["penalty"]:  # magnitude, layerwise: their own defaults
                 options = {}
             result = prune(m, task, spec, method,
                            train=TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device,

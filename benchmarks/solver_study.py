@@ -52,7 +52,7 @@ RHO_GRIDS["wide"] = RHO_GRIDS["full"] + [(0.1, 3.0), (0.1, 300.0)]
 GMP_GRIDS = {"full": [(lr, end) for lr in (0.01, 0.03) for end in (0.3, 0.5)]}
 GMP_GRIDS["wide"] = GMP_GRIDS["full"] + [(0.1, 0.3), (0.1, 0.5)]
 
-DEFAULT_RHO = 0.1  # where the CLI's and the demo's ρ schedule starts; each solver's `run_rho_end` ends it
+DEFAULT_RHO = 0.1  # where the CLI's and the demo's ρ schedule starts; each solver config's `recommended()` ends it
 GMP_DEFAULT = (0.01, 0.5)  # gradual magnitude without tuning: the prune lr, ramp over half the budget
 SLR_DEFAULT: dict[str, Any] = {}  # filled from slr_prune's SLR defaults plus the study's ρ schedule
 
@@ -92,7 +92,7 @@ def configs(method: str, grid: str = "full") -> list[dict[str, Any]]:
     """The tuning grid of `method` (the same number of configurations for every trained method);
     grid "default" is each method's one default configuration (no tuning)."""
     if method in ("admm", "slr"):
-        points = [(DEFAULT_RHO, SOLVERS[method].builder.run_rho_end)] if grid == "default" else RHO_GRIDS[grid]
+        points = [(DEFAULT_RHO, SOLVERS[method].options.RECOMMENDED_RHO_END)] if grid == "default" else RHO_GRIDS[grid]
         return [{"rho0": a, "rho_end": b} for a, b in points]
     if method == "gmp":
         return [{"lr": a, "ramp": b} for a, b in ([GMP_DEFAULT] if grid == "default" else GMP_GRIDS[grid])]
@@ -345,7 +345,7 @@ def main() -> None:
                    help="full: tune every method on its 4-point grid; wide: on its 6-point grid; "
                         "default: each method's default configuration only")
     p.add_argument("--slr", default=None, help="JSON of SLR options to study instead of the default")
-    p.add_argument("--slr-rho-end", type=float, default=SOLVERS["slr"].builder.run_rho_end,
+    p.add_argument("--slr-rho-end", type=float, default=SOLVERS["slr"].options.RECOMMENDED_RHO_END,
                    help="where the untuned SLR default's ρ schedule ends (default: the library's)")
     p.add_argument("--admm", default=None, help="JSON of extra ADMM options (e.g. the same ramp as SLR)")
     p.add_argument("--jobs", type=int, default=2)

@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             write_json_lines(out / f"{method}_{ratio:g}_predictions.json", task.predict(pruned, device))
             row = {"method": method, "ratio": ratio, "sparsity": result.sparsity,
                    "compression": total / max(1, nonzero), "params": total, "nonzero_params": nonzero,
-                   "epochs": args.epochs if SOLVERS.get(method).trains else 0, "finetune_epochs": args.finetune_epochs,
+                   "epochs": args.epochs if SOLVERS.get(method).traits["trains"] else 0,
+                   "finetune_epochs": args.finetune_epochs,
                    "hard_prune": result.hard_prune, "hard_prune_bn": result.hard_prune_bn,
                    "finetuned": result.finetuned,
                    "per_epoch": result.epochs, "finetune_per_epoch": result.finetune, "seconds": result.seconds}

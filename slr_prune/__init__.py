@@ -16,14 +16,15 @@ from .sets import (
     Projector,
     Unstructured,
 )
-from .solvers import ADMM, SLR, SOLVERS, Magnitude, Solver
+from .solvers import ADMM, SLR, SOLVERS, ADMMConfig, Magnitude, MagnitudeConfig, SLRConfig, Solver, solver_config
 from .spec import PruneSpec, Rule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PruneSpec", "Rule", "ConstraintSet", "Unstructured", "Filter", "Channel", "Column", "NM",
-    "Pattern", "Projector", "SLR", "ADMM", "Magnitude", "Solver", "SOLVERS", "Masks", "squash",
+    "Pattern", "Projector", "SLR", "ADMM", "Magnitude", "Solver", "SOLVERS", "SLRConfig", "ADMMConfig",
+    "MagnitudeConfig", "solver_config", "Masks", "squash",
     "sparsity_report", "probe_closure", "SpecError", "StateError", "prune", "PruneResult", "TrainConfig",
     "Trainer", "hard_prune_metrics", "sparsity_sweep", "recalibrate_bn",
 ]

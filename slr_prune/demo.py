@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 from .adapters import ClassificationTask
 from .engine import TrainConfig, Trainer, prune
 from .report import plot_hard_prune_curves, results_table, write_json
-from .solvers import SOLVERS
+from .solvers import solver_config
 from .spec import PruneSpec
 
 __all__ = ["run_demo", "DEMO"]
@@ -56,7 +57,7 @@ def run_demo(out: str | Path = "runs/demo", ratio: float = 0.9, device: str = "a
                         seed=seed)
     finetune = TrainConfig(epochs=d["finetune_epochs"], lr=d["finetune_lr"], schedule="constant",
                            device=device, progress=progress, seed=seed)
-    runs = [(name, SOLVERS[name].builder.run_defaults({"rho": d["rho"]})) for name in ("slr", "admm")]
+    runs = [(name, asdict(solver_config(name, {"rho": d["rho"]}))) for name in ("slr", "admm")]
     runs += [("magnitude", {"schedule": "oneshot"}), ("layerwise", {})]
     results, dense, pruned = [], None, {}
     for method, options in runs:

@@ -1,16 +1,16 @@
 """Self-describing registries (timm-style) for solvers, criteria, sparsity forms, tasks and models.
 
 An entry is registered where it is defined, with a decorator, and carries everything the outer
-layers need to offer it: the builder, an options dataclass derived from the builder's keyword
-signature (so defaults live in one place), keyword arguments fixed by the entry (``l1`` is
-``WeightNorm(p=1)``) and traits (each registry declares its own: ``trains``, ``penalty`` and
-``needs_task`` for solvers, ``workflow`` for criteria, ``global_budget`` for forms).  The CLI's
-choices and help, ``prune()``, ``structured_prune()`` and ``PruneSpec`` read the registries.
+layers need to offer it: the builder, its options dataclass (a config class given explicitly, as
+solvers do, or else derived from the builder's keyword signature, so defaults live in one place),
+keyword arguments fixed by the entry (``l1`` is ``WeightNorm(p=1)``) and traits (each registry
+declares its own: ``trains``, ``penalty`` and ``needs_task`` for solvers, ``workflow`` for
+criteria, ``global_budget`` for forms).  The CLI's choices and help, ``prune()``,
+``structured_prune()`` and ``PruneSpec`` read the registries.
 
 Adding a built-in method takes its module with the decorator plus the import that runs it
-(``solvers/__init__.py``, ``adapters/__init__.py``, ``structured/__init__.py``); a solver is a
-structured criterion only once ``structured/criteria.py`` registers it too.  There are no entry
-points: an out-of-tree entry reaches ``slr-prune`` only if its module is imported first.
+(``solvers/__init__.py``, ``adapters/__init__.py``, ``structured/__init__.py``).  There are no
+entry points: an out-of-tree entry reaches ``slr-prune`` only if its module is imported first.
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ class Entry(Generic[T]):
         return dict(options)
 
     def __getattr__(self, trait: str) -> Any:
+        """`entry.<trait>` for `entry.traits[<trait>]` (kept for cli/export.py's `entry.suffix`; the
+        library itself reads `entry.traits`)."""
         traits = object.__getattribute__(self, "traits")
         if trait in traits:
             return traits[trait]
@@ -109,13 +111,15 @@ class Registry(Generic[T]):
 
     def register(self, name: str, builder: Callable[..., T] | None = None, *, help: str | None = None,
                  fixed: Mapping[str, Any] | None = None, skip: tuple[str, ...] = (),
-                 option_help: Mapping[str, str] | None = None, **traits: Any) -> Any:
+                 option_help: Mapping[str, str] | None = None, config: type | None = None,
+                 **traits: Any) -> Any:
         """Register `builder` as `name` (or decorate it).
 
-        Traits not given take the registry's defaults; `skip` names keyword parameters the
-        workflow supplies (not user options).  Option help comes from `option_help` and the
-        class attributes `option_help` / `option_flags` along the builder's hierarchy; options
-        without help are API-only (the command line does not offer them).
+        `config`, a dataclass, is the entry's options as it is; without one they are derived from
+        the builder's signature: `skip` names keyword parameters the workflow supplies (not user
+        options), and help comes from `option_help` and the class attributes `option_help` /
+        `option_flags` along the builder's hierarchy.  Options without help are API-only (the
+        command line does not offer them).  Traits not given take the registry's defaults.
         """
 
         def add(obj: Callable[..., T]) -> Callable[..., T]:
@@ -124,8 +128,9 @@ class Registry(Generic[T]):
             fixed_ = dict(fixed or {})
             doc = help if help is not None else (inspect.getdoc(obj) or "").split("\n")[0]
             hints = {**_class_dicts(obj, "option_help"), **(option_help or {})}
-            options = options_dataclass(obj, f"{_camel(name)}Options", skip=frozenset(fixed_) | frozenset(skip),
-                                        help=hints, flags=_class_dicts(obj, "option_flags"))
+            options = config or options_dataclass(obj, f"{_camel(name)}Options",
+                                                  skip=frozenset(fixed_) | frozenset(skip),
+                                                  help=hints, flags=_class_dicts(obj, "option_flags"))
             self._entries[name] = Entry(name, obj, options, fixed_, {**self.defaults, **traits}, doc)
             return obj
 

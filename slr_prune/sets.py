@@ -18,8 +18,9 @@ Both strategies return identical masks.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -47,7 +48,19 @@ __all__ = [
 
 FORMS: Registry[ConstraintSet] = Registry("form", defaults={"global_budget": False})
 """Sparsity forms by name; an entry's options say what a rule passes (ratio, scope, n, m)."""
-register_form = FORMS.register
+
+SetT = TypeVar("SetT", bound="type[ConstraintSet]")
+
+
+def register_form(name: str, **traits: Any) -> Callable[[SetT], SetT]:
+    """Class decorator: register a `ConstraintSet` subclass as form `name`, which becomes its `form`
+    (the registry key is the one place a form's name is written)."""
+
+    def add(cls: SetT) -> SetT:
+        cls.form = name
+        return FORMS.register(name, cls, **traits)
+
+    return add
 
 
 def n_keep(ratio: float, n: int) -> int:
@@ -69,6 +82,7 @@ class ConstraintSet:
     """A sparsity set S; subclasses define `mask(w)`, the support of Π_S(w)."""
 
     form = "base"
+    """The form's name, set from its registry key by `register_form`."""
 
     def validate(self, name: str, shape: torch.Size) -> None:
         """Raise `SpecError` when a tensor called `name` of this shape cannot lie in the set."""
@@ -143,8 +157,6 @@ class TopKSet(ConstraintSet):
 class Unstructured(TopKSet):
     """card(W) ≤ k: keep the k entries of largest magnitude."""
 
-    form = "unstructured"
-
     def validate(self, name: str, shape: torch.Size) -> None:
         if len(shape) < 1:
             raise SpecError(f"{name}: cannot prune a scalar")
@@ -164,8 +176,6 @@ class Unstructured(TopKSet):
 class Filter(TopKSet):
     """At most k non-zero output filters (rows of W viewed as out × rest)."""
 
-    form = "filter"
-
     def scores(self, w: Tensor) -> Tensor:
         return w.detach().flatten(1).pow(2).sum(1)
 
@@ -181,8 +191,6 @@ class Filter(TopKSet):
 class Channel(TopKSet):
     """At most k non-zero input channels (dim 1 of the weight)."""
 
-    form = "channel"
-
     def scores(self, w: Tensor) -> Tensor:
         return w.detach().transpose(0, 1).flatten(1).pow(2).sum(1)
 
@@ -197,8 +205,6 @@ class Channel(TopKSet):
 @dataclass(frozen=True)
 class Column(TopKSet):
     """At most k non-zero columns of W viewed as out × (in·kh·kw) (the GEMM's K dimension)."""
-
-    form = "column"
 
     def scores(self, w: Tensor) -> Tensor:
         return w.detach().flatten(1).pow(2).sum(0)
@@ -221,7 +227,6 @@ class NM(ConstraintSet):
 
     n: int = 2
     m: int = 4
-    form = "nm"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n, int) and isinstance(self.m, int) and 0 < self.n < self.m):
@@ -267,7 +272,6 @@ class Pattern(ConstraintSet):
     """
 
     patterns: tuple[tuple[int, ...], ...] = field(default=KERNEL_PATTERNS)
-    form = "pattern"
 
     def __post_init__(self) -> None:
         sizes = {9 - len(set(p)) for p in self.patterns}

@@ -82,3 +82,19 @@ def test_the_registry_example_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("True")
+
+
+def test_every_registered_option_is_documented():
+    """Each flag generated from a solver or criterion config appears in the docs' option tables."""
+    import dataclasses
+
+    import slr_prune.engine  # noqa: F401  (registers the layerwise solver)
+    from slr_prune.config import flag_name
+    from slr_prune.solvers import SOLVERS
+    from slr_prune.structured.criteria import CRITERIA
+
+    text = "\n".join(path.read_text() for path in DOCS)
+    missing = [f"{registry.kind} {entry.name}: --{flag_name(f)}" for registry in (SOLVERS, CRITERIA)
+               for entry in registry.entries() for f in dataclasses.fields(entry.options)
+               if f.metadata.get("help") and f"`--{flag_name(f)}`" not in text]
+    assert not missing, missing

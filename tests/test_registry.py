@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from slr_prune.cli import main
+from slr_prune.config import option
 from slr_prune.registry import Registry, UnknownNameError
 from slr_prune.sets import FORMS
-from slr_prune.solvers import SOLVERS, Solver
+from slr_prune.solvers import SOLVERS, CadenceConfig, Solver, register_solver
 from slr_prune.structured.criteria import CRITERIA, Criterion
 from slr_prune.task import TASKS
 
@@ -27,7 +28,7 @@ def test_registries_list_with_wildcards_and_traits():
         SOLVERS.get("slrr")
 
 
-def test_options_dataclass_comes_from_the_signature():
+def test_options_dataclass_is_the_config():
     options = SOLVERS.get("slr").options
     fields = {f.name: f for f in dataclasses.fields(options)}
     assert fields["M"].default == 300.0 and fields["updates_per_epoch"].default == 4
@@ -45,14 +46,19 @@ def test_duplicate_names_are_refused():
         reg.register("a", lambda: 2)
 
 
+@dataclasses.dataclass(frozen=True)
+class _HalfShrinkConfig(CadenceConfig):
+    factor: float = option(0.5, "shrink factor per step")
+
+
 class _HalfShrink(Solver):
     """Toy solver: every step halves the pruned weights' distance to their projection."""
 
-    option_help = {"factor": "shrink factor per step"}
+    Config = _HalfShrinkConfig
 
-    def __init__(self, model, spec, *, factor: float = 0.5, update_every: int = 0):
-        super().__init__(model, spec, update_every=update_every)
-        self.factor = factor
+    def __init__(self, model, spec, config=None, **options):
+        super().__init__(model, spec, config, **options)
+        self.factor = self.config.factor
         self.calls = 0
 
     @torch.no_grad()
@@ -85,7 +91,7 @@ class _Random(Criterion):
 
 @pytest.fixture
 def toy_methods():
-    SOLVERS.register("toy_shrink", _HalfShrink)
+    register_solver("toy_shrink")(_HalfShrink)
     CRITERIA.register("toy_random", _Random)
     yield
     SOLVERS.unregister("toy_shrink")
@@ -103,7 +109,8 @@ def test_a_registered_solver_and_criterion_run_through_the_cli(toy_methods, tmp_
     report = json.loads((tmp_path / "p" / "report.json").read_text())
     result = report["results"][0]
     assert result["method"] == "toy_shrink" and abs(result["sparsity"] - 0.8) < 1e-3
-    assert report["settings"]["solver_options"]["toy_shrink"] == {"factor": 0.25, "update_every": 0}
+    assert report["settings"]["solver_options"]["toy_shrink"] == {"factor": 0.25, "update_every": 0,
+                                                                  "updates_per_epoch": 1, "strategy": "auto"}
     assert len(result["epochs"]) == 2 and result["epochs"][-1]["solver"] == {"calls": 2, "factor": 0.25}
     capsys.readouterr()
 
@@ -128,3 +135,23 @@ def test_solvers_accept_resolved_sets():
     assert int(masks["0.weight"].sum()) == 16
     with pytest.raises(ValueError, match="'3.weight' is not a parameter"):
         SLR(model, {"3.weight": Unstructured(0.5)})
+
+
+def test_solver_configs_are_typed_versioned_and_inherited():
+    """Configs validate without a model, round-trip through JSON with their version, inherit their
+    parent's fields (one declaration each) and carry the traits the registry lists."""
+    from slr_prune.solvers import ADMMConfig, MagnitudeConfig, PenaltyConfig, SLRConfig
+
+    config = SLRConfig.recommended()
+    assert config.rho_end == 100.0 and ADMMConfig.recommended().rho_end == 10.0 and SLRConfig().rho_end is None
+    assert SLRConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config.to_dict()["version"] == SLRConfig.VERSION
+    with pytest.raises(ValueError, match="version 99"):
+        SLRConfig.from_dict({**config.to_dict(), "version": 99})
+    with pytest.raises(ValueError, match="rho_end must be a number ≥ rho"):
+        SLRConfig(rho=1.0, rho_end=0.5)
+    penalty = {f.name for f in dataclasses.fields(PenaltyConfig)}
+    assert penalty < {f.name for f in dataclasses.fields(SLRConfig)} and penalty < {f.name for f in
+                                                                                  dataclasses.fields(ADMMConfig)}
+    assert not MagnitudeConfig().trains and MagnitudeConfig(schedule="cubic").trains
+    assert SOLVERS.get("slr").options is SLRConfig and "magnitude" not in SOLVERS.list(trains=True)

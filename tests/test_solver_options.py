@@ -244,10 +244,27 @@ def test_each_penalty_solver_ships_its_own_run_schedule(capsys):
     """The command line's ρ schedule is per solver (the solver study's validation winners) and its
     help shows each one; a schedule the user chose is left alone."""
     from slr_prune.cli import build_parser
+    from slr_prune.solvers import ADMMConfig, SLRConfig, solver_config
 
-    assert SLR.run_defaults({}) == {"rho_end": 100.0}
-    assert ADMM.run_defaults({"rho": 0.2}) == {"rho": 0.2, "rho_end": 10.0}
-    assert SLR.run_defaults({"rho_growth": 1.5}) == {"rho_growth": 1.5}
+    assert solver_config("slr", {}) == SLRConfig(rho_end=100.0)
+    assert solver_config("admm", {"rho": 0.2}) == ADMMConfig(rho=0.2, rho_end=10.0)
+    assert solver_config("slr", {"rho_growth": 1.5}) == SLRConfig(rho_growth=1.5)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["prune", "--help"])
     assert "default: admm 10.0, slr 100.0" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("method,rho_end", [("slr", 100.0), ("admm", 10.0)])
+def test_python_prune_and_the_command_line_run_the_same_schedule(tmp_path, method, rho_end):
+    """`prune(model, task, spec, method)` and `slr-prune prune --method method` build the same solver
+    config: the recommended ρ schedule when none is given, recorded in each run's pruned.pt."""
+    from slr_prune.cli import main
+    from slr_prune.engine import load_checkpoint
+
+    assert main(["prune", "--method", method, "--ratio", "0.5", "--epochs", "0", "--finetune-epochs", "0",
+                 "--bn-batches", "0", "--no-progress", "--out", str(tmp_path / "cli")]) == 0
+    task = ClassificationTask("digits_cnn", "digits")
+    prune(task.build_model(), task, PruneSpec.uniform(0.5), method, train=TrainConfig(epochs=0, progress=False),
+          bn_batches=0, out_dir=tmp_path / "py")
+    cli, py = (load_checkpoint(tmp_path / d / "pruned.pt")["settings"]["solver_options"] for d in ("cli", "py"))
+    assert cli == py and py["rho_end"] == rho_end and py["rho"] == 0.1

@@ -64,19 +64,23 @@ def task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="hide progress bars (epoch lines still print)")
 
 
+TRAIN_PHASE = ("epochs", "lr")
+"""The TrainConfig flags each training phase has under its own prefix (--finetune-epochs)."""
+TRAIN_SHARED = ("optimizer", "momentum", "weight_decay", "schedule", "amp")
+"""The TrainConfig flags all phases of a command share (given once, unprefixed)."""
+
+
 def train_args(p: argparse.ArgumentParser, prefix: str = "", epochs: int = 10, lr: float = 0.05,
                label: str = "training") -> None:
+    """A training phase's flags, generated from TrainConfig; the unprefixed phase adds the shared ones."""
+    from ..engine import TrainConfig
+    from .options import add_config_flags
+
     g = p.add_argument_group(label)
-    g.add_argument(f"--{prefix}epochs", type=int, default=epochs, help=f"{label} epochs")
-    g.add_argument(f"--{prefix}lr", type=float, default=lr, help="learning rate")
-    if prefix:
-        return
-    g.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="SGD (Nesterov) or AdamW")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay")
-    g.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"],
-                   help="LR schedule, stepped once per epoch")
-    g.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    add_config_flags(g, TrainConfig, prefix=prefix, only=TRAIN_PHASE, defaults={"epochs": epochs, "lr": lr},
+                     help={"epochs": f"{label} epochs"})
+    if not prefix:
+        add_config_flags(g, TrainConfig, only=TRAIN_SHARED)
 
 
 def spec_args(p: argparse.ArgumentParser) -> None:
@@ -204,13 +208,14 @@ def task_options(name: str, items: list[str]) -> dict[str, Any]:
 
 
 def train_config(args: argparse.Namespace, prefix: str = "", **overrides: Any):
+    """The TrainConfig of the phase `prefix` from its flags, the shared ones (TrainConfig's defaults
+    where the command has none) and the task flags --seed, --device and --no-progress."""
     from ..engine import TrainConfig
+    from .options import config_values
 
-    get = vars(args).get
-    options = dict(epochs=get(f"{prefix}epochs"), lr=get(f"{prefix}lr"), optimizer=get("optimizer", "sgd"),
-                   momentum=get("momentum", 0.9), weight_decay=get("weight_decay", 5e-4),
-                   schedule=get("schedule", "cosine"), amp=not get("no_amp", False), seed=args.seed,
-                   device=args.device, progress=not args.no_progress, log_epochs=True)
+    options = {**config_values(args, TrainConfig, only=TRAIN_SHARED),
+               **config_values(args, TrainConfig, prefix=prefix, only=TRAIN_PHASE),
+               "seed": args.seed, "device": args.device, "progress": not args.no_progress, "log_epochs": True}
     return TrainConfig(**{**options, **overrides})
 
 
@@ -219,18 +224,6 @@ def solver_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
     from .options import entry_options
 
     return entry_options(args, SOLVERS.get(method))
-
-
-def check_solver_options(method: str, options: dict[str, Any]) -> None:
-    """Validate a solver's option values before any compute, on a small stand-in network (for runs
-    whose own network is built later, e.g. by a search)."""
-    from torch import nn
-
-    from ..spec import PruneSpec
-
-    stand_in = nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(64, 4))
-    SOLVERS.get(method).build(stand_in, PruneSpec.uniform(0.5, include_first=True, include_last=True),
-                              **SOLVERS.get(method).check_options(options))
 
 
 def load_model(args: argparse.Namespace, need_checkpoint: bool = True):

@@ -1,22 +1,44 @@
-"""Command-line options generated from registry entries: one flag per option field, added once.
+"""Command-line flags generated from dataclasses: one generator for every config.
 
-A field becomes `--<metadata["flag"]>` with its type, choices (from a `Literal` annotation) and
-help; a field without help is API-only.  Flags default to None, so a run passes only what the
-user gave and every entry keeps its own default (the help lists them per entry when they differ).
+A field with help (``metadata["help"]``, see `slr_prune.config.option`) becomes
+`--<prefix><flag>` with its type, choices (from a `Literal` annotation) and help; a field without
+help is API-only.  A bool field is a switch that sets the opposite of its default (``amp`` is
+``--no-amp``); a tuple field takes a comma-separated list.  Two uses:
+
+* `add_config_flags` / `config_values`: one config (TrainConfig, SearchConfig, LatencyOptions),
+  its flags defaulting to its own defaults;
+* `add_entry_options` / `entry_options`: the options of many registry entries (solvers,
+  criteria) in one group, each flag once, defaulting to None so that a run passes only what the
+  user gave and every entry keeps its own default (the help lists them per entry).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..config import Config, flag_name
 from ..registry import Entry
 
-__all__ = ["add_entry_options", "entry_options", "convert"]
+__all__ = ["add_config_flags", "config_values", "add_entry_options", "entry_options", "convert"]
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotations of dataclass `cls` (string annotations evaluated)."""
+    return typing.get_type_hints(cls)
+
+
+def _flagged(cls: type, only: Iterable[str] | None = None) -> list[dataclasses.Field]:
+    """The fields of `cls` the command line offers (those with help), optionally only some."""
+    keep = set(only) if only is not None else None
+    return [f for f in dataclasses.fields(cls)
+            if f.metadata.get("help") and (keep is None or f.name in keep)]
 
 
 def _base_type(tp: Any) -> Any:
@@ -25,6 +47,10 @@ def _base_type(tp: Any) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return args[0] if len(args) == 1 else str
     return tp
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def convert(text: str, tp: Any, where: str) -> Any:
@@ -51,48 +77,85 @@ def convert(text: str, tp: Any, where: str) -> Any:
     raise ValueError(f"{where}: this option takes a structured value; set it from Python")
 
 
-def _dest(f: dataclasses.Field) -> str:
-    return f.metadata["flag"].replace("-", "_")
+def _argument(tp: Any, default: Any, help: str, dest: str) -> dict[str, Any]:
+    """add_argument keywords for a field of annotation `tp` whose flag defaults to `default`."""
+    tp = _base_type(tp)
+    kwargs: dict[str, Any] = {"default": default, "help": help.replace("%", "%%"), "dest": dest}
+    if tp is bool:
+        kwargs["action"] = "store_true"
+    elif typing.get_origin(tp) is typing.Literal:
+        kwargs["choices"] = list(typing.get_args(tp))
+    elif typing.get_origin(tp) is tuple:
+        kwargs.update(type=_comma_list, metavar="A,B,...",
+                      default=",".join(default) if isinstance(default, tuple) else default)
+    else:
+        kwargs["type"] = tp if tp in (int, float, str) else str
+        kwargs["metavar"] = {int: "N", float: "X"}.get(tp, "VALUE")
+    return kwargs
+
+
+def _dest(f: dataclasses.Field, prefix: str = "") -> str:
+    return (prefix + flag_name(f)).replace("-", "_")
+
+
+def add_config_flags(group: argparse._ArgumentGroup, cls: type, *, prefix: str = "",
+                     only: Iterable[str] | None = None, defaults: Mapping[str, Any] | None = None,
+                     help: Mapping[str, str] | None = None) -> None:
+    """Add a flag `--<prefix><flag>` for each offered field of dataclass `cls` (or those in `only`),
+    defaulting to the field's default or to `defaults[name]`; `help` overrides a field's help."""
+    types_ = field_types(cls)
+    for f in _flagged(cls, only):
+        default = (defaults or {}).get(f.name, f.default)
+        text = (help or {}).get(f.name, f.metadata["help"])
+        if types_[f.name] is bool:  # a switch sets the opposite of the default (amp: --no-amp)
+            kwargs = {"action": "store_true", "dest": _dest(f, prefix), "help": text.replace("%", "%%")}
+        else:
+            kwargs = _argument(types_[f.name], default, text, _dest(f, prefix))
+        group.add_argument(f"--{prefix}{flag_name(f)}", **kwargs)
+
+
+def config_values(args: argparse.Namespace, cls: type, *, prefix: str = "",
+                  only: Iterable[str] | None = None) -> dict[str, Any]:
+    """The values of `cls`'s flags that the parser defined, by field name (switches of a True
+    default turned back into the field's value)."""
+    types_ = field_types(cls)
+    out: dict[str, Any] = {}
+    for f in _flagged(cls, only):
+        value = getattr(args, _dest(f, prefix), dataclasses.MISSING)
+        if value is dataclasses.MISSING:
+            continue
+        out[f.name] = (not value) if types_[f.name] is bool and f.default else value
+    return out
 
 
 def _shown_default(entry: Entry, f: dataclasses.Field) -> Any:
-    """The value a run gets when the flag is not given: the entry's run default, else the field's."""
-    run_defaults = getattr(entry.builder, "run_defaults", None)
-    return run_defaults({}).get(f.name, f.default) if run_defaults is not None else f.default
+    """The value a run gets when the flag is not given: the config's recommended one, else the field's."""
+    if issubclass(entry.options, Config):
+        return getattr(entry.options.recommended(), f.name)
+    return f.default
 
 
 def add_entry_options(group: argparse._ArgumentGroup, entries: Iterable[Entry], what: str) -> None:
     """Add the options of `entries` to `group`, each flag once, saying which entries use it."""
     by_flag: dict[str, list[tuple[Entry, dataclasses.Field]]] = {}
     for entry in entries:
-        for f in dataclasses.fields(entry.options):
-            if f.metadata.get("help"):
-                by_flag.setdefault(f.metadata["flag"], []).append((entry, f))
+        for f in _flagged(entry.options):
+            by_flag.setdefault(flag_name(f), []).append((entry, f))
     for flag, users in by_flag.items():
         entry, f = users[0]
-        tp = _base_type(f.type)
         defaults = {e.name: _shown_default(e, g) for e, g in users}
         shown = (f"{next(iter(defaults.values()))}" if len(set(map(repr, defaults.values()))) == 1
                  else ", ".join(f"{n} {v}" for n, v in defaults.items()))
         names = ", ".join(e.name for e, _ in users)
-        help_ = f"{f.metadata['help']} [{what} {names}; default: {shown}]".replace("%", "%%")
-        kwargs: dict[str, Any] = {"default": None, "help": help_, "dest": _dest(f)}
-        if tp is bool:
-            kwargs["action"] = "store_true"
-        elif typing.get_origin(tp) is typing.Literal:
-            kwargs["choices"] = list(typing.get_args(tp))
-        else:
-            kwargs["type"] = tp if tp in (int, float, str) else str
-            kwargs["metavar"] = {int: "N", float: "X"}.get(tp, "VALUE")
-        group.add_argument(f"--{flag}", **kwargs)
+        help_ = f"{f.metadata['help']} [{what} {names}; default: {shown}]"
+        group.add_argument(f"--{flag}", **_argument(field_types(entry.options)[f.name], None, help_, _dest(f)))
 
 
 def entry_options(args: argparse.Namespace, entry: Entry) -> dict[str, Any]:
     """The options of `entry` the user gave (flags left at None or False keep the entry's default)."""
     given = {}
-    for f in dataclasses.fields(entry.options):
-        value = getattr(args, _dest(f), None) if f.metadata.get("help") else None
+    for f in _flagged(entry.options):
+        value = getattr(args, _dest(f), None)
         if value is not None:  # flags default to None: only what the user gave
             given[f.name] = value
-    run_defaults = getattr(entry.builder, "run_defaults", None)
-    return run_defaults(given) if run_defaults is not None else given
+    return given

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..engine.reconstruct import Layerwise, check_reconstruction
-from ..solvers import SOLVERS
+from ..engine.reconstruct import check_reconstruction
+from ..solvers import SOLVERS, solver_config
 from .common import (
     bn_args,
     check_out,
@@ -55,10 +55,10 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
         print("note: no --checkpoint given; pruning a randomly initialised model", file=sys.stderr)
     spec = make_spec(args, task)
     spec.resolve(model)  # fail before any training if the spec does not fit
-    options = {e.name: solver_options(args, e.name) for e in entries}
+    configs = {e.name: solver_config(e.name, solver_options(args, e.name)) for e in entries}  # checks values
     reconstruct = reconstruction(args, methods)
-    for e in entries:  # and if any method's options are invalid (building a solver leaves the model as is)
-        solver = e.build(model, spec, **options[e.name])
+    for e in entries:  # and whether the spec suits each method (building a solver leaves the model as is)
+        solver = e.build(model, spec, configs[e.name])
         if reconstruct is not None:
             check_reconstruction(model, solver.projector.sets, reconstruct)
     dense = None
@@ -67,7 +67,7 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
     for method in methods:
         result = prune(copy.deepcopy(model), task, spec, method, train=train_config(args),
                        finetune=train_config(args, prefix="finetune_", schedule="constant"),
-                       solver_options=options[method], out_dir=out / method if len(methods) > 1 else out,
+                       solver_options=configs[method], out_dir=out / method if len(methods) > 1 else out,
                        resume=args.resume, dense_metrics=dense, bn_batches=args.bn_batches,
                        keep_checkpoints=args.keep_checkpoints, reconstruct=reconstruct)
         dense = result.dense
@@ -79,7 +79,7 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
         return task, spec, results
     print(results_table(results))
     model_name = task.record().get("model", task.name)
-    resolved = {e.name: dataclasses.asdict(e.options(**options[e.name])) for e in entries}
+    resolved = {name: dataclasses.asdict(config) for name, config in configs.items()}
     report = write_run_files(out, args, [r.to_dict() for r in results], task=task.record(), spec=spec.to_dict(),
                              solver_options=resolved, source_checkpoint=args.checkpoint)
     png = plot_hard_prune_curves(results, out / "hard_prune.png", "hard-prune metric per solver epoch",
@@ -93,15 +93,13 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
 def reconstruction(args: argparse.Namespace, methods: list[str]) -> Any:
     """The --reconstruct settings (from the layer-wise options), or None; layer-wise options that no
     method would use are refused rather than ignored."""
-    layerwise = [m for m in methods if SOLVERS.get(m).needs_task]
+    layerwise = [m for m in methods if SOLVERS.get(m).options.needs_task]
     given = {k: v for k, v in solver_options(args, "layerwise").items() if v is not None}
     if args.reconstruct:
         if layerwise:
             raise ValueError(f"--reconstruct applies to training methods; {', '.join(layerwise)} already "
                              "reconstructs layer by layer: drop --reconstruct or that method")
-        options = dataclasses.asdict(SOLVERS.get("layerwise").options(**given))
-        del options["strategy"]  # the projector's, not the reconstruction's
-        return Layerwise.reconstruction(**options)
+        return SOLVERS.get("layerwise").options(**given).reconstruction()
     if given and not layerwise:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags} set the layer-wise reconstruction: add --reconstruct, or use --method layerwise")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..solvers import SOLVERS
+from ..solvers import SOLVERS, solver_config
 from .common import (
     bn_args,
     check_out,
-    check_solver_options,
     make_spec,
     make_task,
     run_folder_args,
@@ -21,6 +20,7 @@ from .common import (
     train_config,
     write_run_files,
 )
+from .options import add_config_flags, config_values
 
 NAME = "search"
 HELP = ("PR-DARTS: search DARTS cells whose candidates include convolutions on the target sparsity set, derive "
@@ -30,23 +30,11 @@ HELP = ("PR-DARTS: search DARTS cells whose candidates include convolutions on t
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..search import OPS, SearchConfig
 
-    d = SearchConfig()
     task_args(p)
     spec_args(p)
     g = p.add_argument_group("architecture search")
-    g.add_argument("--search-epochs", type=int, default=d.epochs, help="search epochs")
-    g.add_argument("--channels", type=int, default=d.channels, help="initial channels of the cells")
-    g.add_argument("--layers", type=int, default=d.layers, help="cells in the network (reductions at 1/3, 2/3)")
-    g.add_argument("--steps", type=int, default=d.steps, help="intermediate nodes per cell")
-    g.add_argument("--ops", default=",".join(d.ops),
-                   help="candidate operations: " + "; ".join(f"{e.name}: {e.help}" for e in OPS.entries()))
-    g.add_argument("--search-lr", type=float, default=d.lr, help="weight learning rate of the search (SGD)")
-    g.add_argument("--arch-lr", type=float, default=d.arch_lr, help="architecture learning rate (Adam)")
-    g.add_argument("--penalty", type=float, default=d.penalty,
-                   help="weight of ½‖W − Π(W)‖² over the pruned candidates in the weight objective")
-    g.add_argument("--prune-all", action="store_true",
-                   help="every convolution of the cells is on the sparsity set during the search (as after pruning), "
-                        "not only the pruned candidates")
+    ops = "; ".join(f"{e.name}: {e.help}" for e in OPS.entries())
+    add_config_flags(g, SearchConfig, help={"ops": f"candidate operations: {ops}"})
     train_args(p, prefix="train-", epochs=15, lr=0.05, label="dense training of the derived network")
     train_args(p, epochs=10, lr=0.01, label="solver training")
     train_args(p, prefix="finetune-", epochs=1, lr=0.01, label="masked fine-tuning")
@@ -61,17 +49,13 @@ def run(args: argparse.Namespace) -> None:
     from ..search import OPS, SearchConfig, search_prune
 
     out = check_out(args.out)
-    config = SearchConfig(epochs=args.search_epochs, channels=args.channels, layers=args.layers, steps=args.steps,
-                          ops=tuple(o.strip() for o in args.ops.split(",") if o.strip()), lr=args.search_lr,
-                          arch_lr=args.arch_lr, penalty=args.penalty, prune_all=args.prune_all,
-                          batch_size=args.batch_size, seed=args.seed, device=args.device,
-                          progress=not args.no_progress)
+    config = SearchConfig(**config_values(args, SearchConfig), batch_size=args.batch_size, seed=args.seed,
+                          device=args.device, progress=not args.no_progress)
     for name in config.ops:
         OPS.get(name)  # unknown operation names fail before the search
     task = make_task(args)
     spec = make_spec(args, task)
-    options = solver_options(args, args.method)
-    check_solver_options(args.method, options)  # before the search: the derived network does not exist yet
+    options = solver_config(args.method, solver_options(args, args.method))  # checked before the search
     result = search_prune(task, spec, args.method, search_config=config, train=train_config(args, prefix="train_"),
                           prune_train=train_config(args), finetune=train_config(args, prefix="finetune_",
                                                                                  schedule="constant"),

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..structured.criteria import CRITERIA
+from ..structured.workflow import LatencyOptions
 from .common import check_out, load_model, solver_args, task_args, train_args, train_config, write_run_files
-from .options import add_entry_options, entry_options
+from .options import add_config_flags, add_entry_options, config_values, entry_options
 
 NAME = "structured"
 HELP = ("structured pruning: score filters with a registered criterion, remove them for real through "
@@ -49,10 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     solver_args(p, trains=True)  # the solver criteria train under filter constraints
     train_args(p, prefix="finetune-", epochs=1, lr=0.01, label="fine-tuning of the pruned model")
     g = p.add_argument_group("latency (dense vs pruned, interleaved)")
-    g.add_argument("--latency-batch", type=int, default=1, help="batch size of the timed input")
-    g.add_argument("--latency-device", default=None, help="cpu or cuda (default: --device)")
-    g.add_argument("--latency-dtype", default=None, choices=["bfloat16", "float16"], help="default float32")
-    g.add_argument("--latency-repeats", type=int, default=10, help="timed repeats per model")
+    add_config_flags(g, LatencyOptions, defaults={"device": None})
     g.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--out", default="runs/structured", help="run folder for pruned.pt and report.json")
 
@@ -63,8 +61,9 @@ def _criterion_options(args: argparse.Namespace) -> dict[str, Any]:
 
     entry = CRITERIA.get(args.criterion)
     options = entry_options(args, entry)
-    if entry.traits.get("solver"):
-        options.update(train=train_config(args, prefix="solver_"), solver_options=solver_options(args, entry.solver))
+    solver = entry.traits.get("solver")
+    if solver:
+        options.update(train=train_config(args, prefix="solver_"), solver_options=solver_options(args, solver))
     return options
 
 
@@ -119,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
     """Run `slr-prune structured` with parsed arguments."""
     from ..engine import resolve_device
     from ..spec import parse_ratios
-    from ..structured.workflow import LatencyOptions, structured_prune
+    from ..structured.workflow import structured_prune
 
     if args.load:
         _evaluate_saved(args)
@@ -130,9 +129,10 @@ def run(args: argparse.Namespace) -> None:
     if checkpoint is None:
         print("note: no --checkpoint given; pruning a randomly initialised model", file=sys.stderr)
     device = resolve_device(args.device)
-    latency = None if args.no_latency else LatencyOptions(
-        batch_size=args.latency_batch, device=str(args.latency_device or device), dtype=args.latency_dtype,
-        repeats=args.latency_repeats)
+    latency = None
+    if not args.no_latency:
+        values = config_values(args, LatencyOptions)
+        latency = LatencyOptions(**{**values, "device": str(values["device"] or device)})
     finetune = train_config(args, prefix="finetune_", schedule="constant")
     options = _criterion_options(args)
     result = structured_prune(
@@ -144,6 +144,6 @@ def run(args: argparse.Namespace) -> None:
     _print_report(result)
     write_run_files(args.out, args, result.to_dict(), task=task.record(), source_checkpoint=args.checkpoint,
                     criterion_options={k: v for k, v in options.items()
-                                       if k not in CRITERIA.get(args.criterion).workflow})
+                                       if k not in CRITERIA.get(args.criterion).traits["workflow"]})
     print(f"run folder: {args.out}\n  pruned model: {Path(args.out) / 'pruned.pt'} "
           f"(slr_prune.structured.load_pruned, or slr-prune export)\n  report: {Path(args.out) / 'report.json'}")

@@ -24,7 +24,7 @@ from ..layerwise import Reconstruction
 from ..masks import Masks
 from ..metrics import cost_summary
 from ..sets import ConstraintSet
-from ..solvers import SOLVERS
+from ..solvers import SOLVERS, solver_config
 from ..spec import PruneSpec
 from ..task import Task, task_name
 from ..utils import state_digest
@@ -87,7 +87,9 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     """Prune `model` in place with the registered solver `method` under `spec`; see module doc.
 
     `spec` is a PruneSpec or resolved sets {parameter name: ConstraintSet} (e.g. an allocation);
-    `solver_options` a mapping or the entry's options dataclass (`SOLVERS.get(method).options`).
+    `solver_options` a mapping of the solver's options, or its config (`SOLVERS.get(method).options`,
+    e.g. `SLRConfig`) used as it is; a mapping goes through `solver_config`, the rule the command line
+    shares: without a ρ schedule in it, the config's recommended one.
     `bn_batches` training batches re-estimate the BatchNorm statistics after every hard prune
     (0: never); a model without BatchNorm reports only `hard_prune`.  With `keep_checkpoints`
     False the per-phase training checkpoints in `out_dir` are removed once pruned.pt is written.
@@ -97,14 +99,14 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     every training phase's Trainer (solver training and fine-tuning).
     """
     entry = SOLVERS.get(method)
-    options = entry.check_options(solver_options or {})
+    config = solver_config(method, solver_options)
     check_bn_batches(bn_batches)  # before any compute
     if reconstruct is not None and not isinstance(reconstruct, Reconstruction):
         raise TypeError(f"reconstruct must be a Reconstruction or None, got {type(reconstruct).__name__}")
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
-    settings = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(entry.options(**options)),
+    settings = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(config),
                 "task": task.record(), "task_name": task_name(task), "source_weights": state_digest(model),
                 "bn_batches": bn_batches, "reconstruct": reconstruct.fingerprint() if reconstruct else None}
     with_phases = {**settings, "train": train.fingerprint(), "finetune": finetune.fingerprint() if finetune else None}
@@ -114,7 +116,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     example = task.example_input()
     costs_before = cost_summary(model, example)
     dense = dense_metrics or task.evaluate(model, run.device)
-    solver = build_solver(run, entry, spec, options, reconstruct)
+    solver = build_solver(run, entry, spec, config, reconstruct)
     epochs = train_solver(run, solver, train, method, settings, bn_batches)
     pruned = hard_prune(run, solver, reconstruct, bn_batches)
     hard, hard_bn = recalibrated_metrics(run, bn_batches)

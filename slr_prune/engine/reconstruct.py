@@ -14,14 +14,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from ..artifact import Artifact, load_artifact, save_artifact
+from ..config import option
 from ..errors import SpecError, StateError
 from ..layerwise import (
     LAYER_SOLVERS,
@@ -41,14 +42,14 @@ from ..layerwise.calibration import Pass
 from ..layerwise.config import CALIBRATION_BATCHES, DAMPING, PRECISIONS
 from ..masks import Masks
 from ..sets import ConstraintSet, Projector, TopKSet
-from ..solvers import Solver, register_solver
+from ..solvers import Solver, SolverConfig, register_solver
 from ..spec import PruneSpec
 from ..task import Task
 from ..utils import state_digest
 from .distributed import is_main
 from .trainer import check_same_settings
 
-__all__ = ["reconstruct", "check_reconstruction", "per_layer_sets", "Layerwise"]
+__all__ = ["reconstruct", "check_reconstruction", "per_layer_sets", "Layerwise", "LayerwiseConfig"]
 
 
 def _module_of(model: nn.Module, name: str) -> nn.Module:
@@ -200,7 +201,44 @@ class _Stages:
 LayerSolverName = Literal[tuple(LAYER_SOLVERS)]  # the command line's choices: every registered layer solver
 
 
-@register_solver("layerwise", trains=False, needs_task=True, skip=("task", "seed", "checkpoint", "resume"),
+@dataclass(frozen=True)
+class LayerwiseConfig(SolverConfig):
+    """The `layerwise` method's options: the layer-wise reconstruction it runs (see `Reconstruction`)."""
+
+    layer_solver: LayerSolverName = option("slr", "layer-wise: the solver of each layer's problem")
+    calibration_batches: int = option(CALIBRATION_BATCHES, "layer-wise: training batches whose activations "
+                                      "define each layer's problem")
+    damping: float = option(DAMPING, "layer-wise: relative damping of H = XᵀX")
+    refit: Literal["lstsq", "none"] = option("lstsq", "layer-wise: least squares on the solver's final support, "
+                                             "or none")
+    calibration_bn: Literal["batch", "running"] = option(
+        "batch", "layer-wise: BatchNorm during calibration normalises by each batch's statistics (as after "
+        "recalibration) or by the dense network's running ones")
+    precision: Literal["float64", "float32"] = option("float64", "layer-wise: the dtype the layer solvers work "
+                                                      "in (H is accumulated in float64)")
+    layer_options: Mapping[str, Any] | None = option(None)
+
+    needs_task: ClassVar[bool] = True
+
+    @property
+    def trains(self) -> bool:
+        """Zero epochs: the hard prune is the reconstruction."""
+        return False
+
+    def __post_init__(self) -> None:
+        self.reconstruction()  # every value checked, without a model
+
+    def reconstruction(self) -> Reconstruction:
+        """The `Reconstruction` these options describe, checked (also what --reconstruct uses)."""
+        if self.refit not in ("lstsq", "none"):
+            raise ValueError(f"refit must be 'lstsq' or 'none', got {self.refit!r}")
+        if self.calibration_bn not in ("batch", "running"):
+            raise ValueError(f"calibration_bn must be 'batch' or 'running', got {self.calibration_bn!r}")
+        return Reconstruction(self.layer_solver, self.calibration_batches, self.damping, self.refit == "lstsq",
+                              dict(self.layer_options or {}), self.calibration_bn == "batch", self.precision)
+
+
+@register_solver("layerwise",
                  help="zero epochs: each layer re-solved on calibration activations (layer-wise reconstruction)")
 class Layerwise(Solver):
     """One-shot layer-wise reconstruction as a method: `hard_prune()` runs `reconstruct`.
@@ -209,43 +247,17 @@ class Layerwise(Solver):
     a checkpoint path; `records` holds the per-layer errors after the hard prune.
     """
 
-    trains = False
-    option_help = {
-        "layer_solver": "layer-wise: the solver of each layer's problem",
-        "calibration_batches": "layer-wise: training batches whose activations define each layer's problem",
-        "damping": "layer-wise: relative damping of H = XᵀX",
-        "refit": "layer-wise: least squares on the solver's final support, or none",
-        "precision": "layer-wise: the dtype the layer solvers work in (H is accumulated in float64)",
-        "calibration_bn": "layer-wise: BatchNorm during calibration normalises by each batch's statistics "
-                          "(as after recalibration) or by the dense network's running ones",
-    }
+    Config = LayerwiseConfig
+    config: LayerwiseConfig
 
-    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, task: Task | None = None,
-                 layer_solver: LayerSolverName = "slr", calibration_batches: int = CALIBRATION_BATCHES,
-                 damping: float = DAMPING, refit: Literal["lstsq", "none"] = "lstsq",
-                 calibration_bn: Literal["batch", "running"] = "batch",
-                 precision: Literal["float64", "float32"] = "float64",
-                 layer_options: Mapping[str, Any] | None = None, seed: int = 0,
-                 checkpoint: str | Path | None = None, resume: bool = False, strategy: str = "auto"):
-        super().__init__(model, spec, strategy=strategy)
-        self.config = self.reconstruction(layer_solver=layer_solver, calibration_batches=calibration_batches,
-                                          damping=damping, refit=refit, calibration_bn=calibration_bn,
-                                          precision=precision, layer_options=layer_options)
-        check_reconstruction(model, self.projector.sets, self.config)
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet],
+                 config: LayerwiseConfig | None = None, *, task: Task | None = None, seed: int = 0,
+                 checkpoint: str | Path | None = None, resume: bool = False, **options: Any):
+        super().__init__(model, spec, config, **options)
+        self.reconstruction = self.config.reconstruction()
+        check_reconstruction(model, self.projector.sets, self.reconstruction)
         self.task, self.seed, self.checkpoint, self.resume = task, seed, checkpoint, resume
         self.records: list[dict[str, Any]] = []
-
-    @staticmethod
-    def reconstruction(*, layer_solver: str, calibration_batches: int, damping: float, refit: str,
-                       calibration_bn: str, precision: str, layer_options: Mapping[str, Any] | None) -> Reconstruction:
-        """The `Reconstruction` these options describe, checked (also what --reconstruct uses; the
-        defaults are the constructor's, read from the registry entry's options)."""
-        if refit not in ("lstsq", "none"):
-            raise ValueError(f"refit must be 'lstsq' or 'none', got {refit!r}")
-        if calibration_bn not in ("batch", "running"):
-            raise ValueError(f"calibration_bn must be 'batch' or 'running', got {calibration_bn!r}")
-        return Reconstruction(layer_solver, calibration_batches, damping, refit == "lstsq", dict(layer_options or {}),
-                              calibration_bn == "batch", precision)
 
     def step(self, closure: Any = None) -> dict[str, Any]:
         return {}
@@ -253,7 +265,7 @@ class Layerwise(Solver):
     def hard_prune(self) -> Masks:
         if self.task is None:
             raise StateError("the layerwise method needs the task (its calibration batches): build it with task=...")
-        masks, self.records = reconstruct(self.model, self.task, self.projector.sets, self.config,
+        masks, self.records = reconstruct(self.model, self.task, self.projector.sets, self.reconstruction,
                                           seed=self.seed, checkpoint=self.checkpoint, resume=self.resume)
         return masks
 

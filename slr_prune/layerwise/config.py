@@ -25,8 +25,8 @@ PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 class Reconstruction:
     """Which layer solver, on how much calibration data, with which damping, re-fit or not.
 
-    `options` go to the layer solver (LAYER_SOLVERS[solver].options); `refit` re-solves the
-    weights by least squares on the solver's final support.  `batch_stats` calibrates with every
+    `options` go to the layer solver (its config, LAYER_SOLVERS[solver].options, e.g. SLRLayerConfig);
+    `refit` re-solves the weights by least squares on the solver's final support.  `batch_stats` calibrates with every
     BatchNorm normalising by its batch's statistics (as after recalibration) instead of the dense
     network's running ones (the default: chosen on validation in benchmarks/oneshot.py).
     `precision` is the dtype the layer solvers work in (H is always accumulated in float64):

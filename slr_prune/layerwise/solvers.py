@@ -24,27 +24,42 @@ re-fit the weights on that support.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
 
+from ..config import Config, option
 from ..errors import SpecError
 from ..registry import Registry
 from ..sets import NM, ConstraintSet, Unstructured
 from ..solvers.slr import slr_alpha
 from .problem import LayerProblem, refit
 
-__all__ = ["LAYER_SOLVERS", "register_layer_solver", "LayerSolver", "check_form"]
+__all__ = ["LAYER_SOLVERS", "register_layer_solver", "LayerSolver", "check_form", "SplittingConfig",
+           "SLRLayerConfig", "OBSLayerConfig"]
 
 LAYER_SOLVERS: Registry[LayerSolver] = Registry("layer solver", defaults={"forms": None})
-"""Layer solvers by name; trait `forms`: the set classes a solver handles (None: every form)."""
-register_layer_solver = LAYER_SOLVERS.register
+"""Layer solvers by name; an entry's options are the solver's `Config`; trait `forms`: the set
+classes a solver handles (None: every form)."""
+
+LayerT = TypeVar("LayerT", bound="type[LayerSolver]")
+
+
+def register_layer_solver(name: str, *, help: str | None = None, **traits: Any) -> Callable[[LayerT], LayerT]:
+    """Class decorator: register a `LayerSolver` subclass as `name`, its options being its `Config`."""
+
+    def add(cls: LayerT) -> LayerT:
+        return LAYER_SOLVERS.register(name, cls, help=help, config=cls.Config, **traits)
+
+    return add
 
 
 def check_form(solver: str, name: str, s: ConstraintSet) -> None:
     """SpecError when the layer solver `solver` cannot handle the set `s` of parameter `name`."""
-    forms = LAYER_SOLVERS[solver].forms
+    forms = LAYER_SOLVERS[solver].traits["forms"]
     if forms is not None and not isinstance(s, forms):
         valid = ", ".join(sorted(f.form for f in forms))
         others = ", ".join(repr(n) for n in LAYER_SOLVERS.list(forms=None))
@@ -53,7 +68,15 @@ def check_form(solver: str, name: str, s: ConstraintSet) -> None:
 
 
 class LayerSolver:
-    """Solves one LayerProblem; `solve` returns (W′ as (groups, rows, d), its support, info)."""
+    """Solves one LayerProblem; `solve` returns (W′ as (groups, rows, d), its support, info).
+
+    Options are the class's `Config` (validated on construction): a config, or its fields as
+    keyword arguments."""
+
+    Config: ClassVar[type[Config]] = Config
+
+    def __init__(self, config: Config | None = None, **options: Any):
+        self.config = self.Config.given(config, options, type(self).__name__)
 
     def solve(self, problem: LayerProblem) -> tuple[Tensor, Tensor, dict[str, Any]]:
         raise NotImplementedError
@@ -78,19 +101,18 @@ def _scaled(problem: LayerProblem) -> tuple[LayerProblem, Tensor]:
     return LayerProblem(problem.W * D, H, problem.sets, problem.shape), D
 
 
-class _Splitting(LayerSolver):
-    """The W′ = Z splitting of SLR and ADMM; subclasses give the multiplier rule.
+@dataclass(frozen=True)
+class SplittingConfig(Config):
+    """Options of the W′ = Z splittings (SLR and ADMM layer solvers)."""
 
-    With `normalize` the iteration runs on the diagonally scaled problem (`_scaled`), where one
-    penalty ρ weighs every input alike.  The `candidates` distinct supports of lowest f(Z) and the
-    last iterate's are re-fitted (a truncated conjugate gradient, `candidate_cg` steps, warm-started
-    from Z) and the one of lowest objective is returned with those weights.
-    """
+    iterations: int = option(200)
+    rho: float = option(0.03)
+    rho_end: float = option(3.0)
+    candidates: int = option(3)
+    normalize: bool = option(True)
 
-    candidate_cg = 30  # CG steps per candidate re-fit; the caller's re-fit continues from the winner
-
-    def __init__(self, *, iterations: int = 200, rho: float = 0.03, rho_end: float = 3.0, candidates: int = 3,
-                 normalize: bool = True):
+    def __post_init__(self) -> None:
+        iterations, rho, rho_end, candidates = self.iterations, self.rho, self.rho_end, self.candidates
         if not (isinstance(iterations, int) and iterations >= 1):
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
         if not (isinstance(rho, int | float) and math.isfinite(rho) and rho > 0):
@@ -100,10 +122,27 @@ class _Splitting(LayerSolver):
         if not (isinstance(candidates, int) and not isinstance(candidates, bool) and candidates >= 0):
             raise ValueError(f"candidates must be a non-negative integer (0: no candidate re-fits), got "
                              f"{candidates!r}")
-        if not isinstance(normalize, bool):
-            raise ValueError(f"normalize must be true or false, got {normalize!r}")
-        self.iterations, self.rho, self.rho_end = iterations, float(rho), float(rho_end)
-        self.candidates, self.normalize = candidates, normalize
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"normalize must be true or false, got {self.normalize!r}")
+
+
+class _Splitting(LayerSolver):
+    """The W′ = Z splitting of SLR and ADMM; subclasses give the multiplier rule.
+
+    With `normalize` the iteration runs on the diagonally scaled problem (`_scaled`), where one
+    penalty ρ weighs every input alike.  The `candidates` distinct supports of lowest f(Z) and the
+    last iterate's are re-fitted (a truncated conjugate gradient, `candidate_cg` steps, warm-started
+    from Z) and the one of lowest objective is returned with those weights.
+    """
+
+    Config: ClassVar[type[Config]] = SplittingConfig
+    candidate_cg = 30  # CG steps per candidate re-fit; the caller's re-fit continues from the winner
+
+    def __init__(self, config: SplittingConfig | None = None, **options: Any):
+        super().__init__(config, **options)
+        c = self.config
+        self.iterations, self.rho, self.rho_end = c.iterations, float(c.rho), float(c.rho_end)
+        self.candidates, self.normalize = c.candidates, c.normalize
 
     def solve(self, problem: LayerProblem) -> tuple[Tensor, Tensor, dict[str, Any]]:
         scaled, D = _scaled(problem) if self.normalize else (problem, None)
@@ -173,22 +212,35 @@ class ADMMLayer(_Splitting):
         return Lq + rho * (V - ZQ_new)
 
 
-@register_layer_solver("slr", help="surrogate Lagrangian relaxation on the layer's quadratic")
-class SLRLayer(_Splitting):
-    """SLR: guarded multiplier updates Λ ← Λ + sρ(W′ − Z), the step s (in units of ρ) following
-    s ← α_k s g_last / g."""
+@dataclass(frozen=True)
+class SLRLayerConfig(SplittingConfig):
+    """The SLR layer solver's options: the splitting's and SLR's step rule (s in units of ρ)."""
 
-    def __init__(self, *, iterations: int = 200, rho: float = 0.03, rho_end: float = 3.0, candidates: int = 3,
-                 normalize: bool = True, M: float = 300.0, r: float = 0.1, s0: float = 0.3):
-        super().__init__(iterations=iterations, rho=rho, rho_end=rho_end, candidates=candidates,
-                         normalize=normalize)
+    M: float = option(300.0)
+    r: float = option(0.1)
+    s0: float = option(0.3)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        M, r, s0 = self.M, self.r, self.s0
         if not (isinstance(M, int | float) and math.isfinite(M) and M > 1):
             raise ValueError(f"M must be a number > 1, got {M!r}")
         if not (isinstance(r, int | float) and 0 < r < 1):
             raise ValueError(f"r must lie in (0, 1), got {r!r}")
         if not (isinstance(s0, int | float) and math.isfinite(s0) and s0 > 0):
             raise ValueError(f"s0 must be a positive number, got {s0!r}")
-        self.M, self.r, self.s0 = float(M), float(r), float(s0)
+
+
+@register_layer_solver("slr", help="surrogate Lagrangian relaxation on the layer's quadratic")
+class SLRLayer(_Splitting):
+    """SLR: guarded multiplier updates Λ ← Λ + sρ(W′ − Z), the step s (in units of ρ) following
+    s ← α_k s g_last / g."""
+
+    Config = SLRLayerConfig
+
+    def __init__(self, config: SLRLayerConfig | None = None, **options: Any):
+        super().__init__(config, **options)
+        self.M, self.r, self.s0 = float(self.config.M), float(self.config.r), float(self.config.s0)
 
     def begin(self, V0: Tensor, e: Tensor, ZQ: Tensor) -> None:
         self.V0, self.e = V0, e
@@ -231,16 +283,27 @@ class SLRLayer(_Splitting):
         return {"cond1_held": self.held[0], "cond2_held": self.held[1], "iterations": self.iterations}
 
 
+@dataclass(frozen=True)
+class OBSLayerConfig(Config):
+    """The OBS layer solver's option: columns per block."""
+
+    block: int = option(128)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.block, int) and self.block >= 1):
+            raise ValueError(f"block must be a positive integer, got {self.block!r}")
+
+
 @register_layer_solver("obs", forms=(Unstructured, NM),
                        help="SparseGPT-style optimal brain surgeon in column blocks (unstructured, N:M)")
 class OBSLayer(LayerSolver):
     """Blocked OBS: columns in order, each pruned weight's error spread over the later columns."""
 
+    Config = OBSLayerConfig
 
-    def __init__(self, *, block: int = 128):
-        if not (isinstance(block, int) and block >= 1):
-            raise ValueError(f"block must be a positive integer, got {block!r}")
-        self.block = block
+    def __init__(self, config: OBSLayerConfig | None = None, **options: Any):
+        super().__init__(config, **options)
+        self.block = self.config.block
 
     def solve(self, problem: LayerProblem) -> tuple[Tensor, Tensor, dict[str, Any]]:
         s, shape = problem.sets, problem.shape

@@ -7,35 +7,47 @@ U ← U + W − Z with U = Λ/ρ).  No optimality conditions guard the update an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..config import option
 from ..sets import ConstraintSet
 from ..spec import PruneSpec
 from .base import Closure, PenaltySolver, register_solver
+from .config import PenaltyConfig
 
-__all__ = ["ADMM"]
+__all__ = ["ADMM", "ADMMConfig"]
 
 
-@register_solver("admm", penalty=True, help="ADMM (multiplier step ρ)")
+@dataclass(frozen=True)
+class ADMMConfig(PenaltyConfig):
+    """ADMM's options: the penalty ones and the update interval."""
+
+    interval: int = option(1, "epochs (step() calls) between Z/U updates")
+
+    RECOMMENDED_RHO_END: ClassVar[float] = 10.0
+    """Best on validation in the solver study (digits CNN and ResNet-20) of ρ_end 3…300."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.interval, int) and self.interval >= 1):
+            raise ValueError(f"interval must be a positive integer, got {self.interval!r}")
+        super().__post_init__()
+
+
+@register_solver("admm", help="ADMM (multiplier step ρ)")
 class ADMM(PenaltySolver):
     """ADMM (alternating direction method of multipliers); `interval` step() calls make one Z/Λ update."""
 
-    option_help = {"interval": "epochs (step() calls) between Z/U updates"}
-    run_rho_end = 10.0  # best on validation in the solver study (digits CNN and ResNet-20) of ρ_end 3…300
+    Config = ADMMConfig
+    config: ADMMConfig
 
-    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, rho: float = 0.1,
-                 interval: int = 1, rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
-                 rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
-                 updates_per_epoch: int = 1):
-        if not (isinstance(interval, int) and interval >= 1):
-            raise ValueError(f"interval must be a positive integer, got {interval!r}")
-        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max, rho_end=rho_end,
-                         rho_balance=rho_balance, ramp=ramp, strategy=strategy, update_every=update_every,
-                         updates_per_epoch=updates_per_epoch)
-        self.interval = interval
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet],
+                 config: ADMMConfig | None = None, **options: Any):
+        super().__init__(model, spec, config, **options)
+        self.interval = self.config.interval
         self.calls = 0
         self.updates = 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -20,55 +20,78 @@ from ..registry import Registry
 from ..sets import ConstraintSet, Projector
 from ..spec import PruneSpec
 from ..utils import weights_set_to
+from .config import PenaltyConfig, SolverConfig
 
-__all__ = ["Solver", "PenaltySolver", "Closure", "cubic_fraction", "SOLVERS", "register_solver"]
+__all__ = ["Solver", "PenaltySolver", "Closure", "cubic_fraction", "SOLVERS", "register_solver", "solver_config"]
 
 Closure = Callable[[], float | Tensor]
 
-SOLVERS: Registry[Solver] = Registry("solver", defaults={"trains": True, "penalty": False, "needs_task": False})
-"""Pruning solvers by name (`slr`, `admm`, `magnitude`, ...); traits: `trains` (needs training
-epochs with its default options), `penalty` (adds ρ-terms: the ρ options apply), `needs_task`
-(the workflow passes task, seed, checkpoint and resume: `layerwise` calibrates on the task)."""
-register_solver = SOLVERS.register
+SOLVERS: Registry[Solver] = Registry("solver")
+"""Pruning solvers by name (`slr`, `admm`, `magnitude`, ...); an entry's options are the solver's
+`Config`, and its traits are read from that config: `trains` (needs training epochs with its
+default options), `penalty` (a `PenaltyConfig`: the ρ options apply), `needs_task` (the workflow
+passes task, seed, checkpoint and resume: `layerwise` calibrates on the task)."""
+
+SolverT = TypeVar("SolverT", bound="type[Solver]")
+
+
+def register_solver(name: str, *, help: str | None = None) -> Callable[[SolverT], SolverT]:
+    """Class decorator: register a `Solver` subclass as `name`, its options being its `Config`."""
+
+    def add(cls: SolverT) -> SolverT:
+        config = cls.Config
+        SOLVERS.register(name, cls, help=help, config=config, trains=config().trains,
+                         penalty=issubclass(config, PenaltyConfig), needs_task=config.needs_task)
+        return cls
+
+    return add
+
+
+def solver_config(method: str, options: Mapping[str, Any] | SolverConfig | None = None) -> SolverConfig:
+    """The config a run of the registered solver `method` uses (`prune()` and the command line both
+    ask here): a config instance as given; a mapping of options by `SolverConfig.for_run` (the
+    recommended schedule unless the options choose one).  Unknown option names raise TypeError."""
+    entry = SOLVERS.get(method)
+    if isinstance(options, SolverConfig):
+        if not isinstance(options, entry.options):
+            raise TypeError(f"{method}: solver_options is a {type(options).__name__}, not a {entry.options.__name__}")
+        return options
+    return entry.options.for_run(entry.check_options(options or {}))
 
 
 class Solver:
     """Base of SLR, ADMM and Magnitude: holds the model's prunable tensors and their sets.
 
-    When the training loop calls `step()`: after every `update_every` = k > 0 optimizer steps;
-    else exactly `updates_per_epoch` = n > 1 times per epoch, spread evenly once the loop knows
-    the epoch's length (`begin`); else once at the end of each epoch.  `due(i)` tells the loop.
+    Options are the class's `Config` (a frozen `SolverConfig`, validated without a model): give
+    one as `config`, or its fields as keyword arguments.  When the training loop calls `step()` is
+    the config's `Cadence`; `due(i)` tells the loop once `begin` has planned the run.
     """
 
-    trains = True
-    """Whether the solver needs training epochs (False: it only projects at the end)."""
+    Config: ClassVar[type[SolverConfig]] = SolverConfig
 
-    option_help = {
-        "update_every": "a multiplier update every N mini-batches (0: see --updates-per-epoch)",
-        "updates_per_epoch": "multiplier updates spread evenly over each epoch",
-    }
-
-    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, strategy: str = "auto",
-                 update_every: int = 0, updates_per_epoch: int = 1):
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet],
+                 config: SolverConfig | None = None, **options: Any):
+        self.config = self.Config.given(config, options, type(self).__name__)
         if isinstance(spec, Mapping):
             spec = _checked_sets(model, spec)
         elif not isinstance(spec, PruneSpec):
             raise TypeError(f"spec must be a PruneSpec or a mapping of parameter name to ConstraintSet, "
                             f"got {type(spec).__name__}")
-        if not (isinstance(update_every, int) and update_every >= 0):
-            raise ValueError(f"update_every must be an integer ≥ 0 (0: once per epoch), got {update_every!r}")
-        if not (isinstance(updates_per_epoch, int) and updates_per_epoch >= 1):
-            raise ValueError(f"updates_per_epoch must be a positive integer, got {updates_per_epoch!r}")
-        self.update_every = update_every
-        self.updates_per_epoch = updates_per_epoch
+        self.cadence = self.config.cadence
         self.batches_per_epoch = 0
         self.model = model
         self.spec = spec
-        self.projector = Projector(spec if isinstance(spec, dict) else spec.resolve(model), strategy=strategy)
+        self.projector = Projector(spec if isinstance(spec, dict) else spec.resolve(model),
+                                   strategy=self.config.strategy)
         self.names = self.projector.names()
         params = dict(model.named_parameters())
         self.params: list[nn.Parameter] = [params[n] for n in self.names]
         self.history: list[dict[str, Any]] = []
+
+    @property
+    def trains(self) -> bool:
+        """Whether the solver needs training epochs (the config's `trains`)."""
+        return self.config.trains
 
     def weights(self) -> dict[str, Tensor]:
         return {n: p.detach() for n, p in zip(self.names, self.params, strict=True)}
@@ -77,25 +100,16 @@ class Solver:
         """Plan a run of `epochs` × `batches_per_epoch` steps (the Trainer calls this before its
         first epoch, also on resume); returns the number of `step()` calls the run will make."""
         self.batches_per_epoch = batches_per_epoch
-        if self.update_every:
-            per_epoch = batches_per_epoch // self.update_every
-        else:
-            per_epoch = min(self.updates_per_epoch, batches_per_epoch)
-        return epochs * max(1, per_epoch)
+        return epochs * self.cadence.calls_per_epoch(batches_per_epoch)
 
     @property
     def steps_within_epoch(self) -> bool:
         """True when `step()` runs between optimizer steps (see `due`), False: once per epoch."""
-        return bool(self.update_every) or (self.updates_per_epoch > 1 and self.batches_per_epoch > 0)
+        return self.cadence.within_epoch(self.batches_per_epoch)
 
     def due(self, i: int) -> bool:
         """Whether `step()` is due after the i-th optimizer step of an epoch (i from 1)."""
-        if self.update_every:
-            return i % self.update_every == 0
-        if not self.steps_within_epoch:
-            return False
-        n, b = min(self.updates_per_epoch, self.batches_per_epoch), self.batches_per_epoch
-        return (i * n) // b > ((i - 1) * n) // b
+        return self.cadence.due(i, self.batches_per_epoch)
 
     def add_penalty_grad_(self) -> None:
         """Add the solver's term to the gradients (call after backward, before optimizer.step)."""
@@ -183,61 +197,22 @@ class PenaltySolver(Solver):
     (progressive ADMM); the hard prune and the evaluator always use the full target.
     """
 
-    option_help = {
-        "rho": "quadratic penalty ρ",
-        "rho_growth": "ρ ← ρ·growth after every update",
-        "rho_max": "cap on ρ under --rho-growth",
-        "rho_end": "grow ρ geometrically from --rho to this value over the run",
-        "rho_balance": "residual balancing of ρ with this ratio μ > 1 (0: off, use --rho-growth)",
-        "ramp": "raise the Z-step's sparsity on a cubic ramp over this many Z-steps (0: full target)",
-    }
+    Config: ClassVar[type[SolverConfig]] = PenaltyConfig
+    config: PenaltyConfig
 
-    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, rho: float = 0.1,
-                 rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
-                 rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
-                 updates_per_epoch: int = 1):
-        super().__init__(model, spec, strategy=strategy, update_every=update_every,
-                         updates_per_epoch=updates_per_epoch)
-        if not (isinstance(rho, int | float) and math.isfinite(rho) and rho > 0):
-            raise ValueError(f"rho must be a positive number, got {rho!r}")
-        if rho_end is not None and not (math.isfinite(rho_end) and rho_end >= rho):
-            raise ValueError(f"rho_end must be a number ≥ rho ({rho}), got {rho_end!r}")
-        if rho_end is not None and (rho_growth != 1.0 or rho_max is not None):
-            raise ValueError("give either rho_end (a geometric schedule over the run) or rho_growth/rho_max")
-        if not (isinstance(ramp, int) and ramp >= 0):
-            raise ValueError(f"ramp must be an integer ≥ 0 (0: the full target from the start), got {ramp!r}")
-        if not rho_growth >= 1.0:
-            raise ValueError(f"rho_growth must be ≥ 1 (1 keeps rho fixed), got {rho_growth!r}")
-        if rho_max is not None and not rho_max >= rho:
-            raise ValueError(f"rho_max must be ≥ rho ({rho}), got {rho_max!r}")
-        if not (rho_balance == 0 or rho_balance > 1):
-            raise ValueError(f"rho_balance must be 0 (off) or a ratio > 1 (e.g. 10), got {rho_balance!r}")
-        self.rho = self.rho0 = float(rho)
-        self.rho_end = rho_end
-        self.rho_growth = float(rho_growth)
-        self.rho_max = rho_max
-        self.rho_balance = float(rho_balance)
-        self.ramp = ramp
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet],
+                 config: PenaltyConfig | None = None, **options: Any):
+        super().__init__(model, spec, config, **options)
+        c = self.config
+        self.rho = self.rho0 = float(c.rho)
+        self.rho_schedule = c.rho_schedule
+        self.ramp = c.ramp
         self.z_steps = 0
         w = self.weights()
         with torch.no_grad():
             self.Z: list[Tensor] = list(self._ramped().project(w).values())
         self.Lam: list[Tensor] = [torch.zeros_like(t) for t in self.Z]
         self._refresh()
-
-    run_rho_end: float = 30.0
-    """Where ρ's shipped run schedule ends (see `run_defaults`); SLR and ADMM set theirs from
-    benchmarks/solver_study.py."""
-
-    @classmethod
-    def run_defaults(cls, given: Mapping[str, Any]) -> dict[str, Any]:
-        """`given` options plus the shipped schedule for a new run: ρ grows from `rho` to
-        `run_rho_end` over the run unless the user chose a schedule (the command line and the demo
-        use this; the constructor's own default keeps ρ fixed, the authors' setting)."""
-        out = dict(given)
-        if not {"rho_end", "rho_growth", "rho_max"} & set(out):
-            out["rho_end"] = cls.run_rho_end
-        return out
 
     def _check_scalar(self, name: str, value: Any, current: Any) -> None:
         super()._check_scalar(name, value, current)
@@ -266,10 +241,7 @@ class PenaltySolver(Solver):
     def begin(self, epochs: int, batches_per_epoch: int) -> int:
         """As Solver.begin; with `rho_end`, ρ grows geometrically from ρ0 to rho_end over the run."""
         calls = super().begin(epochs, batches_per_epoch)
-        if self.rho_end is not None:
-            updates = self.updates_in(calls)
-            self.rho_growth = (self.rho_end / self.rho0) ** (1.0 / max(1, updates - 1))
-            self.rho_max = self.rho_end
+        self.rho_schedule = self.rho_schedule.planned(self.rho0, self.updates_in(calls))
         return calls
 
     def updates_in(self, calls: int) -> int:
@@ -318,29 +290,15 @@ class PenaltySolver(Solver):
         return list(self._ramped().project(dict(zip(self.names, x, strict=True))).values())
 
     def _grow_rho(self, primal: float | None = None, dual: float | None = None) -> None:
-        """Apply the ρ schedule after an update (and refresh the cached gradient offset).
-
-        With `rho_balance` μ > 1 and the update's residuals given, ρ follows residual balancing
-        (Boyd et al. 2011, §3.4.1) instead of the fixed growth: the primal residual Σ‖W − Z‖ more
-        than μ times the dual residual ρΣ‖Z − Z_prev‖ multiplies ρ by `rho_growth` (or 2 when
-        that is 1), the reverse divides it; otherwise ρ stays.
-        """
-        if self.rho_balance and primal is not None and dual is not None:
-            tau = self.rho_growth if self.rho_growth > 1 else 2.0
-            if primal > self.rho_balance * dual:
-                self.rho *= tau
-            elif dual > self.rho_balance * primal:
-                self.rho /= tau
-        else:
-            self.rho *= self.rho_growth
-        if self.rho_max is not None:
-            self.rho = min(self.rho, self.rho_max)
+        """Apply the ρ schedule after an update (see `RhoSchedule.next`) and refresh the cached
+        gradient offset."""
+        self.rho = self.rho_schedule.next(self.rho, primal, dual)
         self._refresh()
 
     def dual_residual(self, z_old: list[Tensor], z_new: list[Tensor]) -> float | None:
         """ρ Σ_i ‖Z_i − Z_i,prev‖_F, how far the last Z-step moved (the ADMM dual residual);
-        None when `rho_balance` is off, the only reader."""
-        if not self.rho_balance:
+        None when residual balancing is off, the only reader."""
+        if not self.rho_schedule.balance:
             return None
         return self.rho * float(torch.stack(torch._foreach_norm(torch._foreach_sub(z_new, z_old))).sum())
 

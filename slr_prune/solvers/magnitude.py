@@ -9,42 +9,60 @@ otherwise regrow them), so pruned weights stay pruned as the ratio rises.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
+from ..config import option
 from ..errors import StateError
 from ..sets import ConstraintSet
 from ..spec import PruneSpec
 from .base import Closure, Solver, cubic_fraction, register_solver
+from .config import CadenceConfig
 
-__all__ = ["Magnitude"]
+__all__ = ["Magnitude", "MagnitudeConfig"]
 
 Schedule = Literal["oneshot", "cubic"]
 
 
-@register_solver("magnitude", trains=False, help="magnitude pruning, one-shot or gradual")
-class Magnitude(Solver):
-    """Magnitude pruning with `schedule` "oneshot" or "cubic" over `steps` calls of `step()`.
+@dataclass(frozen=True)
+class MagnitudeConfig(CadenceConfig):
+    """Magnitude pruning's options: one-shot, or gradual (cubic) over `steps` calls of `step()`.
 
     `steps=None` (cubic) ramps over the whole run, as planned by `begin()` (the Trainer calls it).
     """
 
-    option_help = {"schedule": "one-shot from the checkpoint (no training), or gradual (cubic) over --epochs"}
-    option_flags = {"schedule": "schedule-magnitude"}
+    schedule: Schedule = option("oneshot", "one-shot from the checkpoint (no training), or gradual (cubic) "
+                                "over --epochs", flag="schedule-magnitude")
+    steps: int | None = option(None)
 
-    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *,
-                 schedule: Schedule = "oneshot", steps: int | None = None, strategy: str = "auto",
-                 update_every: int = 0):
-        if schedule not in get_args(Schedule):
-            raise ValueError(f"schedule must be 'oneshot' or 'cubic', got {schedule!r}")
-        if not (steps is None or (isinstance(steps, int) and steps >= 1)):
-            raise ValueError(f"steps must be a positive integer or None (the whole run), got {steps!r}")
-        super().__init__(model, spec, strategy=strategy, update_every=update_every)
-        self.schedule = schedule
-        self.trains = schedule != "oneshot"
-        self.steps = steps
+    def __post_init__(self) -> None:
+        if self.schedule not in get_args(Schedule):
+            raise ValueError(f"schedule must be 'oneshot' or 'cubic', got {self.schedule!r}")
+        if not (self.steps is None or (isinstance(self.steps, int) and self.steps >= 1)):
+            raise ValueError(f"steps must be a positive integer or None (the whole run), got {self.steps!r}")
+        super().__post_init__()
+
+    @property
+    def trains(self) -> bool:
+        """Only the gradual schedule trains; one-shot prunes the checkpoint as it is."""
+        return self.schedule != "oneshot"
+
+
+@register_solver("magnitude", help="magnitude pruning, one-shot or gradual")
+class Magnitude(Solver):
+    """Magnitude pruning with `schedule` "oneshot" or "cubic" (see `MagnitudeConfig`)."""
+
+    Config = MagnitudeConfig
+    config: MagnitudeConfig
+
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet],
+                 config: MagnitudeConfig | None = None, **options: Any):
+        super().__init__(model, spec, config, **options)
+        self.schedule = self.config.schedule
+        self.steps = self.config.steps
         self.t = 0
         self.current = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
 

@@ -33,17 +33,20 @@ multiplier ADMM's first step sets, scaled to the current residual, before the co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import nn
 
+from ..config import option
 from ..errors import StateError
 from ..sets import ConstraintSet
 from ..spec import PruneSpec
 from .base import Closure, PenaltySolver, eval_closure, register_solver
+from .config import PenaltyConfig, with_default
 
-__all__ = ["SLR", "STEP_SCALES", "slr_alpha"]
+__all__ = ["SLR", "SLRConfig", "STEP_SCALES", "slr_alpha"]
 
 StepScale = Literal["absolute", "rho"]
 
@@ -55,54 +58,60 @@ def slr_alpha(k: int, M: float, r: float) -> float:
 STEP_SCALES = get_args(StepScale)
 
 
-@register_solver("slr", penalty=True, help="surrogate Lagrangian relaxation (guarded multiplier steps)")
+@dataclass(frozen=True)
+class SLRConfig(PenaltyConfig):
+    """SLR's options; the defaults are the authors' (ρ 0.1 fixed, M 300, r 0.1, s0 0.01)."""
+
+    updates_per_epoch: int = with_default(PenaltyConfig, "updates_per_epoch", 4)
+    M: float = option(300.0, "step-size parameter M > 1")
+    r: float = option(0.1, "step-size parameter 0 < r < 1")
+    s0: float = option(0.01, "initial multiplier step size")
+    step_scale: StepScale = option("absolute", "s is an absolute dual step, or counts in units of ρ")
+    s_max: float | None = option(None, "cap on the step size s")
+    warm_start: bool = option(False, "the first multiplier is ρ(W − Z), ADMM's first step")
+    backtrack: float = option(0.0, "on a failed surrogate condition, undo the last multiplier update and scale s "
+                                   "by this factor in (0, 1) (0: off)")
+
+    RECOMMENDED_RHO_END: ClassVar[float] = 100.0
+    """Best on validation in the solver study (digits CNN and ResNet-20) of ρ_end 3…300."""
+
+    def __post_init__(self) -> None:
+        if not self.M > 1:
+            raise ValueError(f"M must be > 1, got {self.M!r}")
+        if not 0 < self.r < 1:
+            raise ValueError(f"r must lie in (0, 1), got {self.r!r}")
+        if not self.s0 > 0:
+            raise ValueError(f"s0 must be positive, got {self.s0!r}")
+        if not (self.backtrack == 0 or 0 < self.backtrack < 1):
+            raise ValueError(f"backtrack must be 0 (off) or a factor in (0, 1), got {self.backtrack!r}")
+        if self.step_scale not in STEP_SCALES:
+            raise ValueError(f"step_scale must be one of {', '.join(STEP_SCALES)}, got {self.step_scale!r}")
+        super().__post_init__()
+        if self.s_max is not None and not self.s_max >= self.s0:
+            raise ValueError(f"s_max must be ≥ s0 ({self.s0}), got {self.s_max!r}")
+
+
+@register_solver("slr", help="surrogate Lagrangian relaxation (guarded multiplier steps)")
 class SLR(PenaltySolver):
-    """SLR (surrogate Lagrangian relaxation); defaults are the authors' (ρ 0.1, M 300, r 0.1, s0 0.01)."""
+    """SLR (surrogate Lagrangian relaxation); options in `SLRConfig`."""
 
-    run_rho_end = 100.0  # best on validation in the solver study (digits CNN and ResNet-20) of ρ_end 3…300
+    Config = SLRConfig
+    config: SLRConfig
 
-    option_help = {
-        "M": "step-size parameter M > 1",
-        "r": "step-size parameter 0 < r < 1",
-        "s0": "initial multiplier step size",
-        "step_scale": "s is an absolute dual step, or counts in units of ρ",
-        "s_max": "cap on the step size s",
-        "warm_start": "the first multiplier is ρ(W − Z), ADMM's first step",
-        "backtrack": "on a failed surrogate condition, undo the last multiplier update and scale s by this "
-                     "factor in (0, 1) (0: off)",
-    }
-
-    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet], *, rho: float = 0.1,
-                 M: float = 300.0, r: float = 0.1, s0: float = 0.01, step_scale: StepScale = "absolute",
-                 s_max: float | None = None,
-                 rho_growth: float = 1.0, rho_max: float | None = None, rho_end: float | None = None,
-                 rho_balance: float = 0.0, ramp: int = 0, strategy: str = "auto", update_every: int = 0,
-                 updates_per_epoch: int = 4, warm_start: bool = False, backtrack: float = 0.0):
-        if not M > 1:
-            raise ValueError(f"M must be > 1, got {M!r}")
-        if not 0 < r < 1:
-            raise ValueError(f"r must lie in (0, 1), got {r!r}")
-        if not s0 > 0:
-            raise ValueError(f"s0 must be positive, got {s0!r}")
-        if not (backtrack == 0 or 0 < backtrack < 1):
-            raise ValueError(f"backtrack must be 0 (off) or a factor in (0, 1), got {backtrack!r}")
-        if step_scale not in STEP_SCALES:
-            raise ValueError(f"step_scale must be one of {', '.join(STEP_SCALES)}, got {step_scale!r}")
-        super().__init__(model, spec, rho=rho, rho_growth=rho_growth, rho_max=rho_max, rho_end=rho_end,
-                         rho_balance=rho_balance, ramp=ramp, strategy=strategy, update_every=update_every,
-                         updates_per_epoch=updates_per_epoch)
-        if s_max is not None and not s_max >= s0:
-            raise ValueError(f"s_max must be ≥ s0 ({s0}), got {s_max!r}")
-        self.step_scale = step_scale
-        self.s_max = s_max
-        self.warm_start = bool(warm_start)
-        self.M, self.r = float(M), float(r)
-        self.s = float(s0)
+    def __init__(self, model: nn.Module, spec: PruneSpec | Mapping[str, ConstraintSet],
+                 config: SLRConfig | None = None, **options: Any):
+        super().__init__(model, spec, config, **options)
+        c = self.config
+        self.step_scale = c.step_scale
+        self.s_max = c.s_max
+        self.warm_start = bool(c.warm_start)
+        self.M, self.r = float(c.M), float(c.r)
+        self.s = float(c.s0)
         self.k = 1
         self.W_prev = [p.detach().clone() for p in self.params]
         self.Z_prev = [z.clone() for z in self.Z]
         self.g_last = self.residual(self.W_prev, self.Z_prev)
-        self.backtrack = float(backtrack)
+        self.backtrack = float(c.backtrack)
         self.Lam_prev = [t.clone() for t in self.Lam] if self.backtrack else []
         self.s_prev, self.g_prev, self.backtracks = self.s, self.g_last, 0
 

@@ -440,7 +440,7 @@ class SolverCriterion(Criterion):
 
     def __init__(self, method: str = "slr", task: Task | None = None, train: TrainConfig | None = None,
                  solver_options: Mapping[str, Any] | None = None):
-        if not SOLVERS.get(method).trains:
+        if not SOLVERS.get(method).traits["trains"]:
             raise ValueError(f"solver criterion method {method!r} does not train; choose one of "
                              f"{', '.join(SOLVERS.list(trains=True))}")
         self.name = method
@@ -492,8 +492,9 @@ def make_criterion(name: str | Criterion, **options: Any) -> Criterion:
         return name
     entry = CRITERIA.get(name)
     try:
-        return entry.build(**entry.check_options({k: v for k, v in options.items() if k not in entry.workflow}),
-                           **{k: v for k, v in options.items() if k in entry.workflow})
+        workflow = entry.traits["workflow"]
+        return entry.build(**entry.check_options({k: v for k, v in options.items() if k not in workflow}),
+                           **{k: v for k, v in options.items() if k in workflow})
     except TypeError as e:
         raise ValueError(f"criterion {name!r}: bad option ({e})") from e
 

@@ -197,7 +197,7 @@ def _criterion(criterion: str | Criterion, criterion_options: Mapping[str, Any] 
                device: torch.device) -> tuple[Criterion, Calibration | None]:
     """The criterion (workflow criteria get the task) and the calibration data it or the allocation needs."""
     options = dict(criterion_options or {})
-    if isinstance(criterion, str) and "task" in CRITERIA.get(criterion).workflow:
+    if isinstance(criterion, str) and "task" in CRITERIA.get(criterion).traits["workflow"]:
         options.setdefault("task", task)
     crit = make_criterion(criterion, **options)
     if (crit.needs_data or allocation == "convex") and calibration is None:
