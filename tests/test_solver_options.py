@@ -258,13 +258,13 @@ def test_each_penalty_solver_ships_its_own_run_schedule(capsys):
 def test_python_prune_and_the_command_line_run_the_same_schedule(tmp_path, method, rho_end):
     """`prune(model, task, spec, method)` and `slr-prune prune --method method` build the same solver
     config: the recommended ρ schedule when none is given, recorded in each run's pruned.pt."""
+    from slr_prune.artifact import load_artifact
     from slr_prune.cli import main
-    from slr_prune.engine import load_checkpoint
 
     assert main(["prune", "--method", method, "--ratio", "0.5", "--epochs", "0", "--finetune-epochs", "0",
                  "--bn-batches", "0", "--no-progress", "--out", str(tmp_path / "cli")]) == 0
     task = ClassificationTask("digits_cnn", "digits")
     prune(task.build_model(), task, PruneSpec.uniform(0.5), method, train=TrainConfig(epochs=0, progress=False),
           bn_batches=0, out_dir=tmp_path / "py")
-    cli, py = (load_checkpoint(tmp_path / d / "pruned.pt")["settings"]["solver_options"] for d in ("cli", "py"))
+    cli, py = (load_artifact(tmp_path / d / "pruned.pt").settings["solver_options"] for d in ("cli", "py"))
     assert cli == py and py["rho_end"] == rho_end and py["rho"] == 0.1
