@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +29,9 @@ from torch import Tensor, nn
 from .errors import StateError
 from .structure import FORMAT as STRUCTURE_FORMAT
 from .structure import apply_record, structure_record
+
+if TYPE_CHECKING:
+    from .task import Task
 
 __all__ = ["FORMAT", "Artifact", "save_artifact", "load_artifact", "save_atomic", "write_bytes_atomic",
            "state_dict_mismatch", "digest", "head_rows"]
@@ -60,7 +63,7 @@ class Artifact:
     """The layout it was converted from on read (None for a slr_prune/2 file)."""
 
     @classmethod
-    def of(cls, model: nn.Module, task: Any = None, **fields_: Any) -> Artifact:
+    def of(cls, model: nn.Module, task: Task | None = None, **fields_: Any) -> Artifact:
         """An artifact of `model` (CPU copies of its state and its structure record) and `task`."""
         from .task import task_name
 

@@ -20,8 +20,6 @@ def side_metrics(task: Task | None = None) -> tuple[str, ...]:
     any registered task declares (results without them show none)."""
     if task is not None:
         return tuple(task.side_metrics)
-    from . import adapters  # noqa: F401  (registers the built-in tasks)
-
     return tuple(dict.fromkeys(m for e in TASKS.entries() for m in getattr(e.builder, "side_metrics", ())))
 
 

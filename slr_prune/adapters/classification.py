@@ -63,9 +63,9 @@ class ClassificationTask(DatasetTask):
             self.hold_out_probe(probe_holdout, seed)
 
     def record(self) -> dict[str, Any]:
+        wider = {"num_classes": self.num_classes} if self.num_classes is not None else {}
         return {"model": self.model_name, "dataset": self.dataset_name, "image_size": self.info["image_size"],
-                "augment": self.info.get("augment"), "probe_holdout": self.probe_holdout,
-                "num_classes": self.num_classes}
+                "augment": self.info.get("augment"), "probe_holdout": self.probe_holdout, **wider}
 
     def build_model(self) -> nn.Module:
         return create_model(self.model_name, self.info["num_classes"], self.info["image_size"],

@@ -15,10 +15,11 @@ from .. import adapters  # noqa: F401  (registers the built-in tasks)
 from ..data.imagefolder import AUGMENTS
 from ..errors import SpecError, StateError
 from ..solvers import SOLVERS
-from ..task import TASKS
+from ..task import TASKS, task_name
 
 if TYPE_CHECKING:
     from ..artifact import Artifact
+    from ..task import Task
 
 __all__ = ["HelpFormatter", "task_args", "train_args", "spec_args", "solver_args", "bn_args", "run_folder_args",
            "make_task", "make_spec", "check_out", "train_config", "solver_options", "load_model",
@@ -130,7 +131,7 @@ def run_folder_args(p: argparse.ArgumentParser, default: str) -> None:
 
 
 # ---- building blocks ------------------------------------------------------------------------
-def make_spec(args: argparse.Namespace, task: Any = None):
+def make_spec(args: argparse.Namespace, task: Task | None = None):
     """The spec from --spec, an inline config spec, or --ratio/--ratios/--form (plus the task's
     default exclusions, e.g. a detection head's output layers)."""
     from ..spec import PruneSpec, Rule, form_has_ratio, parse_ratios
@@ -240,7 +241,9 @@ def load_model(args: argparse.Namespace, need_checkpoint: bool = True):
     model = task.build_model()
     if artifact is not None:
         rows = head_rows(model, artifact.state_dict) if artifact.task is None else None
-        if rows is not None and getattr(args, "num_classes", None) is None and "num_classes" in task.record():
+        name = task_name(task)
+        takes = name is not None and "num_classes" in {f.name for f in dataclasses.fields(TASKS.get(name).options)}
+        if rows is not None and getattr(args, "num_classes", None) is None and takes:
             print(f"note: {args.checkpoint!r} has a {rows}-way head; the model is built with --num-classes {rows}",
                   file=sys.stderr)
             task = make_task(argparse.Namespace(**{**vars(args), "num_classes": rows}), artifact)
