@@ -125,10 +125,10 @@ class LoaderTask(Task):
 
     def record(self) -> dict[str, Any]:
         """What the task is, as JSON (for reports and resume checks; it cannot rebuild the task)."""
-        return {"name": self.name, "metric": self.metric, "loss": _fn_name(self._loss, "loss"),
+        return {"class": "LoaderTask", "name": self.name, "metric": self.metric, "loss": _fn_name(self._loss, "loss"),
                 "model": _fn_name(self._factory, "") or type(self._template).__name__,
                 "train_examples": len(self._train.dataset), "val_examples": len(self._val.dataset),
-                "batch_size": self._train.batch_size}
+                "train_batch_size": self._train.batch_size}
 
 
 def _as_loader(data: Any, batch_size: int | None, label: str, shuffle: bool) -> DataLoader:
