@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from slr_prune.console import bars_wanted, progress_bar
 
 ROOT = Path(__file__).parents[1]
@@ -27,6 +29,7 @@ def test_bars_only_on_a_terminal(monkeypatch):
     assert "\r" in sys.stderr.getvalue()
 
 
+@pytest.mark.slow
 def test_a_piped_training_run_writes_epoch_lines_and_no_frames(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "slr_prune.cli", "train", "--epochs", "1", "--device", "cpu",
