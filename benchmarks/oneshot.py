@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from slr_prune import PruneSpec
+from slr_prune.console import progress_bar
 from slr_prune.engine import TrainConfig, prune
 from slr_prune.evaluate import BN_BATCHES
 from slr_prune.layerwise import CALIBRATION_BATCHES, Reconstruction
@@ -323,11 +324,9 @@ def main() -> None:
     done = {r["key"] for r in rows}
     todo = [j for j in jobs if key(j) not in done]
     print(f"{len(jobs)} runs, {len(todo)} to do, {args.jobs} processes", file=sys.stderr)
-    from tqdm import tqdm
-
     dense_of = {(j["model"], j["seed"]): j["dense_accuracy"] for j in jobs}
     with mp.get_context("spawn").Pool(args.jobs, initializer=_init_worker) as pool, done_file.open("a") as f:
-        for got in tqdm(pool.imap_unordered(run_one, todo), total=len(todo), desc="oneshot"):
+        for got in progress_bar(pool.imap_unordered(run_one, todo), total=len(todo), desc="oneshot"):
             for row in got["rows"]:
                 f.write(json.dumps({**row, "key": got["key"]}) + "\n")
             f.flush()

@@ -39,6 +39,7 @@ from torch.utils.data import Subset
 
 from slr_prune import PruneSpec
 from slr_prune.adapters import ClassificationTask
+from slr_prune.console import progress_bar
 from slr_prune.engine import TrainConfig, Trainer, prune
 from slr_prune.evaluate import BN_BATCHES
 from slr_prune.solvers import SOLVERS
@@ -381,10 +382,8 @@ def main() -> None:
     todo = [j for j in jobs if run_key(j) not in done and run_key(j) not in twins]
     print(f"{len(jobs)} runs, {len(todo)} to do, {len(twins)} shared with a grid run, {args.jobs} processes",
           file=sys.stderr)
-    from tqdm import tqdm
-
     with mp.get_context("spawn").Pool(args.jobs, initializer=_init_worker) as pool, done_file.open("a") as f:
-        for row in tqdm(pool.imap_unordered(_run_job, todo), total=len(todo), desc="study"):
+        for row in progress_bar(pool.imap_unordered(_run_job, todo), total=len(todo), desc="study"):
             f.write(json.dumps(row) + "\n")
             f.flush()
             rows.append(row)

@@ -1,5 +1,6 @@
 """slr_prune: constrained weight pruning for PyTorch (SLR, ADMM, magnitude)."""
 
+from .adapters.loaders import LoaderTask
 from .bn import recalibrate_bn
 from .engine import PruneResult, TrainConfig, Trainer, prune
 from .errors import SpecError, StateError
@@ -26,5 +27,5 @@ __all__ = [
     "Pattern", "Projector", "SLR", "ADMM", "Magnitude", "Solver", "SOLVERS", "SLRConfig", "ADMMConfig",
     "MagnitudeConfig", "solver_config", "Masks", "squash",
     "sparsity_report", "probe_closure", "SpecError", "StateError", "prune", "PruneResult", "TrainConfig",
-    "Trainer", "hard_prune_metrics", "sparsity_sweep", "recalibrate_bn",
+    "Trainer", "hard_prune_metrics", "sparsity_sweep", "recalibrate_bn", "LoaderTask",
 ]

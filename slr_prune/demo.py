@@ -48,15 +48,13 @@ def run_demo(out: str | Path = "runs/demo", ratio: float = 0.9, device: str = "a
     d = DEMO
     print(f"[1/3] training the dense {task.model_name} on digits "
           f"({len(task.train_set)} train / {len(task.val_set)} test images) ...", flush=True)
-    Trainer(task, model, TrainConfig(epochs=d["dense_epochs"], lr=d["dense_lr"], device=device,
-                                     progress=progress, seed=seed), desc="dense").fit()
+    console = {"device": device, "progress": progress, "log_epochs": True, "seed": seed}
+    Trainer(task, model, TrainConfig(epochs=d["dense_epochs"], lr=d["dense_lr"], **console), desc="dense").fit()
     spec = PruneSpec.uniform(ratio)
     print(f"[2/3] pruning to {ratio:.0%} of the conv weights (stem and classifier dense):\n"
           f"{spec.describe(model)}", flush=True)
-    train = TrainConfig(epochs=d["prune_epochs"], lr=d["prune_lr"], device=device, progress=progress,
-                        seed=seed)
-    finetune = TrainConfig(epochs=d["finetune_epochs"], lr=d["finetune_lr"], schedule="constant",
-                           device=device, progress=progress, seed=seed)
+    train = TrainConfig(epochs=d["prune_epochs"], lr=d["prune_lr"], **console)
+    finetune = TrainConfig(epochs=d["finetune_epochs"], lr=d["finetune_lr"], schedule="constant", **console)
     runs = [(name, asdict(solver_config(name, {"rho": d["rho"]}))) for name in ("slr", "admm")]
     runs += [("magnitude", {"schedule": "oneshot"}), ("layerwise", {})]
     results, dense, pruned = [], None, {}

@@ -98,3 +98,14 @@ def test_every_registered_option_is_documented():
                for entry in registry.entries() for f in dataclasses.fields(entry.options)
                if f.metadata.get("help") and f"`--{flag_name(f)}`" not in text]
     assert not missing, missing
+
+
+@pytest.mark.slow
+def test_the_own_model_example_runs(tmp_path):
+    (code,) = [b for b in _python_blocks(ROOT / "docs" / "api.md") if "LoaderTask(" in b]
+    script = tmp_path / "own.py"
+    script.write_text(code)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sparsity 0.800" in proc.stdout and "within_tenth: dense" in proc.stdout
+    assert "slr 4/4  loss" in proc.stdout and "\r" not in proc.stdout + proc.stderr  # epoch lines, no bar frames

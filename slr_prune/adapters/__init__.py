@@ -12,5 +12,6 @@ from ..task import TASKS, Task, create_task, register_task
 from . import lane, yolo  # noqa: F401  (register their tasks)
 from .base import DatasetTask
 from .classification import ClassificationTask
+from .loaders import LoaderTask
 
-__all__ = ["Task", "DatasetTask", "ClassificationTask", "TASKS", "create_task", "register_task"]
+__all__ = ["Task", "DatasetTask", "ClassificationTask", "LoaderTask", "TASKS", "create_task", "register_task"]

@@ -176,6 +176,10 @@ def make_task(args: argparse.Namespace, artifact: Artifact | None = None):
         check_seed(args.seed)
     except ValueError as e:
         raise ValueError(f"--seed: {e}") from e
+    if artifact is not None and artifact.task and artifact.task_name is None and not args.task:
+        raise ValueError(f"checkpoint {args.checkpoint!r} was made with a task that is not registered "
+                         f"({artifact.task.get('class', 'a Python Task')}), so the command line cannot rebuild "
+                         "it; in Python: load_artifact(path).build(your_model), or register the task")
     saved = dict(artifact.task or {}) if artifact is not None else {}  # every option the task recorded
     name = args.task or (artifact.task_name if artifact is not None else None) or "classification"
     given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size,

@@ -13,7 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder for report.json and hard_prune.png")
     p.add_argument("--ratio", type=float, default=0.9, help="prune ratio of the conv weights")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="hide progress bars (drawn only on a terminal; epoch lines still print)")
 
 
 def run(args: argparse.Namespace) -> None:

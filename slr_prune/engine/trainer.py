@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..artifact import Artifact, load_artifact, save_artifact
 from ..config import option
+from ..console import print_line, progress_bar
 from ..errors import StateError
 from ..probe import probe_closure
 from ..solvers.base import Solver
@@ -344,9 +345,7 @@ class Trainer:
             self.history.append(record)
             self._save()
             if self.config.log_epochs and dist_utils.is_main():
-                from tqdm.auto import tqdm
-
-                tqdm.write(epoch_line(record, self.task.metric, self.desc, self.config.epochs))
+                print_line(epoch_line(record, self.task.metric, self.desc, self.config.epochs))
             if any([hook.should_stop(self) for hook in self.hooks]):  # every hook is asked
                 break
         return self.history
@@ -369,14 +368,12 @@ class Trainer:
         return loss.detach()
 
     def _train_epoch(self) -> float:
-        from tqdm.auto import tqdm
-
         c = self.config
         self.net.train()
         batches, n = self._batches()
         total, steps = torch.zeros((), device=self.device), 0
-        bar = tqdm(batches, total=n, desc=f"{self.desc} {self.epoch + 1}/{c.epochs}", leave=False,
-                   disable=not (c.progress and dist_utils.is_main()))
+        bar = progress_bar(batches, total=n, desc=f"{self.desc} {self.epoch + 1}/{c.epochs}", leave=False,
+                           enabled=c.progress and dist_utils.is_main())
         for batch in bar:
             loss = self._step(batch)
             total += loss.float()

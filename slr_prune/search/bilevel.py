@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from ..config import option
+from ..console import print_line
 from ..engine.distributed import is_main
 from ..engine.trainer import Hooks, TrainConfig, Trainer, check_seed
 from ..sets import ConstraintSet
@@ -208,10 +209,8 @@ class SearchRecord(Hooks):
                "alpha_reduce": F.softmax(net.alpha_reduce, -1).tolist(),
                "genotype": net.genotype().to_dict()}
         self.val_loss, self.val_steps = 0.0, 0
-        if trainer.config.progress and is_main():
-            from tqdm.auto import tqdm
-
-            tqdm.write(f"search {record['epoch']}/{trainer.config.epochs}  loss {record['train_loss']:.4f}  "
+        if is_main():  # with or without progress bars
+            print_line(f"search {record['epoch']}/{trainer.config.epochs}  loss {record['train_loss']:.4f}  "
                        f"search-val loss {out['search_val_loss']:.4f}")
         return out
 
