@@ -29,7 +29,7 @@ from .sets import FORMS, ConstraintSet, TopKSet, check_ratio
 from .utils import CONV_LINEAR
 
 __all__ = ["Rule", "PruneSpec", "FORMS", "prunable_weights", "parse_ratios", "parse_form_options", "form_options",
-           "describe_form_options", "check_form_options", "coerce"]
+           "describe_form_options", "check_form_options", "coerce", "type_name"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def form_options(form: str) -> dict[str, dataclasses.Field]:
 
 def describe_form_options(form: str) -> str:
     """The form's own parameters as text, e.g. "n (int, default 2), m (int, default 4)"."""
-    return ", ".join(f"{name} ({_type_name(f.type)}{_default_text(f)})"
+    return ", ".join(f"{name} ({type_name(f.type)}{_default_text(f)})"
                      for name, f in form_options(form).items()) or "none"
 
 
@@ -184,7 +184,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     elif (origin in (tuple, list) or tp in (tuple, list)) and isinstance(value, list | tuple):
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
-                raise SpecError(f"{where}: {value!r} is not {_type_name(tp)} ({len(args)} items)")
+                raise SpecError(f"{where}: {value!r} is not {type_name(tp)} ({len(args)} items)")
             items = [coerce(v, a, where) for v, a in zip(value, args, strict=True)]
         else:
             items = [coerce(v, args[0] if args else Any, where) for v in value]
@@ -196,11 +196,16 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return float(value)
     elif isinstance(tp, type) and isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
         return value
-    raise SpecError(f"{where}: {value!r} is not {_type_name(tp)}")
+    raise SpecError(f"{where}: {value!r} is not {type_name(tp)}")
 
 
-def _type_name(tp: Any) -> str:
-    return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp).replace("typing.", "")
+def type_name(tp: Any) -> str:
+    """An annotation as short text: "int", "tuple[int, int]", "str | None"."""
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    for prefix in ("typing.", "collections.abc.", "pathlib."):
+        tp = str(tp).replace(prefix, "")
+    return str(tp)
 
 
 def _default_text(f: dataclasses.Field) -> str:
@@ -262,16 +267,17 @@ class PruneSpec:
     # ---- constructors -------------------------------------------------------------------
     @classmethod
     def uniform(cls, ratio: float, form: str = "unstructured", exclude: Iterable[str] = (),
-                **options: Any) -> PruneSpec:
-        """Every candidate layer at the same ratio."""
-        return cls([Rule("*", form=form, ratio=ratio)], exclude=list(exclude), **options)
+                form_options: Mapping[str, Any] | None = None, **options: Any) -> PruneSpec:
+        """Every candidate layer at the same ratio (`form_options`: the form's own parameters)."""
+        return cls([Rule("*", form=form, ratio=ratio, options=dict(form_options or {}))], exclude=list(exclude),
+                   **options)
 
     @classmethod
-    def layerwise(cls, ratios: Mapping[str, float], form: str = "unstructured",
-                  exclude: Iterable[str] = (), **options: Any) -> PruneSpec:
+    def layerwise(cls, ratios: Mapping[str, float], form: str = "unstructured", exclude: Iterable[str] = (),
+                  form_options: Mapping[str, Any] | None = None, **options: Any) -> PruneSpec:
         """One rule per glob → ratio entry, in the mapping's order (e.g. a paper's yaml)."""
-        return cls([Rule(g, form=form, ratio=r) for g, r in ratios.items()], exclude=list(exclude),
-                   **options)
+        return cls([Rule(g, form=form, ratio=r, options=dict(form_options or {})) for g, r in ratios.items()],
+                   exclude=list(exclude), **options)
 
     @classmethod
     def global_budget(cls, ratio: float, exclude: Iterable[str] = (), **options: Any) -> PruneSpec:
