@@ -163,7 +163,7 @@ def parse_form_options(form: str, items: Iterable[str], where: str = "--form-opt
         if isinstance(value, str) and "," in value:
             value = [yaml.safe_load(v) for v in value.split(",")]
         out[key] = value
-    return check_form_options(name, out, f"{where} of form {name!r}") if name in FORMS else out
+    return check_form_options(name, out, where) if name in FORMS else out
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
