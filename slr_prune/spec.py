@@ -63,7 +63,7 @@ class Rule:
         check_ratio(self.ratio, where)
         if self.scope not in ("layer", "global"):
             raise SpecError(f"{where}: scope {self.scope!r} is not 'layer' or 'global'")
-        if self.scope == "global" and not FORMS[self.form].global_budget:
+        if self.scope == "global" and not FORMS[self.form].traits["global_budget"]:
             valid = ", ".join(repr(f) for f in FORMS.list(global_budget=True))
             raise SpecError(
                 f"{where}: a global budget compares magnitudes across layers and is "
