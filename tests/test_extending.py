@@ -130,6 +130,16 @@ def test_nm_spellings_still_work():
         Rule("*", form="4:8", options={"n": 2})
 
 
+def test_built_in_pattern_kernels_from_a_spec():
+    from slr_prune.sets import Pattern
+
+    rule = PruneSpec.from_yaml("rules: [{pattern: '*', form: pattern, options: {patterns: [[0, 1, 2, 3]]}}]").rules[0]
+    assert rule.make_set() == Pattern(patterns=((0, 1, 2, 3),)) and rule.make_set().label.startswith("pattern(")
+    assert PruneSpec.from_json(PruneSpec([rule]).to_json()).rules[0] == rule
+    with pytest.raises(SpecError, match="form 'nm' option 'n': True is not int"):
+        Rule("*", form="nm", options={"n": True})
+
+
 # ---- a layer solver ----------------------------------------------------------------------------
 class _HalfwayLayer(LayerSolver):
     """Toy layer solver: the projection of the weights, its kept entries scaled by `scale`."""
