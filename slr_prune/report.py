@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine.pruning import PruneResult
+from .errors import SpecError
 from .task import TASKS, Task
 
 __all__ = ["results_table", "side_metrics", "write_json", "plot_hard_prune_curves", "hard_prune_figure",
@@ -99,14 +100,24 @@ def describe_results(results: Sequence[PruneResult], model: str | None = None) -
 def _budget(result: PruneResult) -> str:
     """The spec's one form and ratio ("90% unstructured", "2:4", "80% filter global"), else the
     target sparsity (layer-wise ratios, allocations), else the sparsity reached."""
-    rules = [dict(r) for r in result.spec.get("rules", [])]
-    kinds = {(r.get("form"), r.get("ratio"), r.get("scope", "layer"), r.get("n"), r.get("m")) for r in rules}
+    kinds = {_rule_kind(dict(r)) for r in result.spec.get("rules", [])}
     if len(kinds) == 1:
-        form, ratio, scope, n, m = kinds.pop()
-        text = f"{n}:{m}" if form == "nm" else form if ratio is None else f"{100 * ratio:.4g}% {form}"
+        label, ratio, scope = kinds.pop()
+        text = label if ratio is None else f"{100 * ratio:.4g}% {label}"
         return text + (" global" if scope == "global" else "")
     target = result.target_sparsity
     return f"{100 * target:.4g}% sparsity" if not math.isnan(target) else f"{100 * result.sparsity:.4g}% sparse"
+
+
+def _rule_kind(rule: dict[str, Any]) -> tuple[str, float | None, str]:
+    """(form label, ratio or None where the form fixes its density, scope) of a spec's rule."""
+    from .spec import Rule
+
+    try:
+        parsed = Rule.from_dict(rule)
+    except SpecError:  # a form no longer registered: its name as written
+        return str(rule.get("form")), rule.get("ratio"), rule.get("scope", "layer")
+    return parsed.make_set().label, parsed.ratio if parsed.has_ratio else None, parsed.scope
 
 
 def hard_prune_figure(results: Sequence[PruneResult], title: str = "", model: str | None = None) -> Any:

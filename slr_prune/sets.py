@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 import torch
@@ -47,7 +47,8 @@ __all__ = [
 
 
 FORMS: Registry[ConstraintSet] = Registry("form", defaults={"global_budget": False})
-"""Sparsity forms by name; an entry's options say what a rule passes (ratio, scope, n, m)."""
+"""Sparsity forms by name; an entry's options say what a rule passes: ratio and scope where the set has
+them, and the form's own parameters (N:M's n and m, pattern's patterns) as the rule's `options`."""
 
 SetT = TypeVar("SetT", bound="type[ConstraintSet]")
 
@@ -108,6 +109,14 @@ class ConstraintSet:
         """Number of entries the projection keeps for a tensor of this shape."""
         raise NotImplementedError
 
+    @property
+    def label(self) -> str:
+        """The form as tables name it: its name, plus its own parameters that differ from their
+        defaults (ratio, scope and budget are shown elsewhere)."""
+        own = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+               if f.name not in ("ratio", "scope", "budget") and getattr(self, f.name) != f.default]
+        return f"{self.form}({', '.join(own)})" if own else self.form
+
 
 @dataclass(frozen=True)
 class TopKSet(ConstraintSet):
@@ -149,7 +158,7 @@ class TopKSet(ConstraintSet):
         return n_keep(self.ratio, self.n_groups(shape)) * self.group_size(shape)
 
     def scaled(self, fraction: float) -> TopKSet:
-        return type(self)(ratio=self.ratio * fraction, scope=self.scope, budget=self.budget)
+        return replace(self, ratio=self.ratio * fraction)  # keeps a form's own parameters
 
 
 @register_form("unstructured", global_budget=True)
@@ -251,6 +260,10 @@ class NM(ConstraintSet):
 
     def kept(self, shape: torch.Size) -> int:
         return math.prod(shape) // self.m * self.n
+
+    @property
+    def label(self) -> str:
+        return f"{self.n}:{self.m}"
 
 
 # The 13 kernel patterns of the SLR authors' pattern pruning: the zeroed positions of a 3×3 kernel

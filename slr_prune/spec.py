@@ -10,12 +10,15 @@ or an exclusion matches nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import json
 import math
+import types
+import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,49 +28,49 @@ from .errors import SpecError
 from .sets import FORMS, ConstraintSet, TopKSet, check_ratio
 from .utils import CONV_LINEAR
 
-__all__ = ["Rule", "PruneSpec", "FORMS", "prunable_weights", "parse_ratios"]
+__all__ = ["Rule", "PruneSpec", "FORMS", "prunable_weights", "parse_ratios", "parse_form_options", "form_options",
+           "describe_form_options", "check_form_options", "coerce", "type_name"]
 
 
 @dataclass(frozen=True)
 class Rule:
     """Parameters whose name matches `pattern` (fnmatch glob) get `form` at `ratio`.
 
-    `form` is a registered form (`FORMS`), or "N:M" shorthand such as "2:4".  `scope="global"`
-    gives every parameter this rule matches one shared budget (forms with the `global_budget`
-    trait).  Forms without a ratio option (N:M, pattern) fix their own density and ignore
-    `ratio` (the command line refuses one).
+    `form` is a registered form (`FORMS`), or "N:M" shorthand such as "2:4" (form "nm" with
+    options n and m).  `options` are the form's own parameters (every field of its set besides
+    ratio and scope, e.g. N:M's n and m or a block shape), checked against the form and converted
+    to their annotated types (a YAML list becomes a tuple).  `scope="global"` gives every
+    parameter this rule matches one shared budget (forms with the `global_budget` trait).  Forms
+    without a ratio option (N:M, pattern) fix their own density and ignore `ratio` (the command
+    line refuses one).
     """
 
     pattern: str
     form: str = "unstructured"
     ratio: float = 0.0
     scope: str = "layer"
-    n: int = 2
-    m: int = 4
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        where = f"rule {self.pattern!r}"
+        if not isinstance(self.options, Mapping):
+            raise SpecError(f"{where}: options must be a mapping of the form's parameters, got {self.options!r}")
         if ":" in self.form:
-            n, _, m = self.form.partition(":")
-            if not (n.isdigit() and m.isdigit()):
-                raise SpecError(f"rule {self.pattern!r}: form {self.form!r} is not N:M like '2:4'")
+            object.__setattr__(self, "options", _nm_shorthand(self.form, self.options, where))
             object.__setattr__(self, "form", "nm")
-            object.__setattr__(self, "n", int(n))
-            object.__setattr__(self, "m", int(m))
         if self.form not in FORMS:
-            raise SpecError(
-                f"rule {self.pattern!r}: unknown form {self.form!r}; valid forms are "
-                f"{', '.join(FORMS)} or 'N:M'"
-            )
-        check_ratio(self.ratio, f"rule {self.pattern!r}")
+            raise SpecError(f"{where}: unknown form {self.form!r}; valid forms are {', '.join(FORMS)} or 'N:M'")
+        check_ratio(self.ratio, where)
         if self.scope not in ("layer", "global"):
-            raise SpecError(f"rule {self.pattern!r}: scope {self.scope!r} is not 'layer' or 'global'")
+            raise SpecError(f"{where}: scope {self.scope!r} is not 'layer' or 'global'")
         if self.scope == "global" and not FORMS[self.form].traits["global_budget"]:
             valid = ", ".join(repr(f) for f in FORMS.list(global_budget=True))
             raise SpecError(
-                f"rule {self.pattern!r}: a global budget compares magnitudes across layers and is "
+                f"{where}: a global budget compares magnitudes across layers and is "
                 f"defined for form {valid} only, not {self.form!r}"
             )
-        self.make_set()  # validates n, m
+        object.__setattr__(self, "options", check_form_options(self.form, self.options, where))
+        self.make_set()  # validates the option values (e.g. N:M's 0 < n < m)
 
     @property
     def has_ratio(self) -> bool:
@@ -76,16 +79,142 @@ class Rule:
 
     def make_set(self) -> ConstraintSet:
         entry = FORMS[self.form]
-        given = {"ratio": self.ratio, "scope": self.scope, "n": self.n, "m": self.m}
-        return entry.build(**{f.name: given[f.name] for f in fields(entry.options) if f.name in given})
+        given = {"ratio": self.ratio, "scope": self.scope}
+        common = {f.name: given[f.name] for f in fields(entry.options) if f.name in given}
+        return entry.build(**common, **self.options)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.form != "nm":
-            del d["n"], d["m"]
-        if self.scope == "layer":
-            del d["scope"]
+        """Plain data (tuples as lists) that `from_dict`, YAML and JSON read back to an equal rule."""
+        d: dict[str, Any] = {"pattern": self.pattern, "form": self.form, "ratio": self.ratio}
+        if self.scope != "layer":
+            d["scope"] = self.scope
+        if self.options:
+            d["options"] = {k: _plain(v) for k, v in self.options.items()}
         return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "rule") -> Rule:
+        """A rule from a mapping; the form's own parameters may also be top-level keys (`n`, `m`)."""
+        if not isinstance(data, Mapping) or "pattern" not in data:
+            raise SpecError(f"{where} must be a mapping with a 'pattern', got {data!r}")
+        keys = {"pattern", "form", "ratio", "scope", "options"}
+        extra = {k: v for k, v in data.items() if k not in keys}
+        name = "nm" if ":" in str(data.get("form", "")) else data.get("form", "unstructured")
+        own = set(form_options(name)) if name in FORMS else set()
+        if set(extra) - own:
+            raise SpecError(f"{where} has unknown keys {sorted(set(extra) - own)}; valid: {sorted(keys | own)}")
+        options = dict(data.get("options") or {})
+        clash = sorted(set(options) & set(extra))
+        if clash:
+            raise SpecError(f"{where} gives {', '.join(clash)} both as a key and in 'options'")
+        return cls(**{k: v for k, v in data.items() if k in keys and k != "options"}, options={**options, **extra})
+
+
+def _nm_shorthand(form: str, options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The options of form "N:M" (n and m), merged with `options` (which may not restate them)."""
+    n, _, m = form.partition(":")
+    if not (n.isdigit() and m.isdigit()):
+        raise SpecError(f"{where}: form {form!r} is not N:M like '2:4'")
+    clash = sorted({"n", "m"} & set(options))
+    if clash:
+        raise SpecError(f"{where}: form {form!r} already sets {', '.join(clash)}; use form 'nm' with options")
+    return {**options, "n": int(n), "m": int(m)}
+
+
+_NOT_FORM_OPTIONS = frozenset({"ratio", "scope", "budget"})  # rule fields, and the key resolve() gives a budget
+
+
+def form_options(form: str) -> dict[str, dataclasses.Field]:
+    """The form's own parameters: the fields of its options besides ratio, scope and budget."""
+    return {f.name: f for f in fields(FORMS[form].options) if f.name not in _NOT_FORM_OPTIONS}
+
+
+def describe_form_options(form: str) -> str:
+    """The form's own parameters as text, e.g. "n (int, default 2), m (int, default 4)"."""
+    return ", ".join(f"{name} ({type_name(f.type)}{_default_text(f)})"
+                     for name, f in form_options(form).items()) or "none"
+
+
+def check_form_options(form: str, options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """`options` checked against the form's own parameters and converted to their types."""
+    valid = form_options(form)
+    for key in options:
+        if key not in valid:
+            offer = f"its options: {describe_form_options(form)}" if valid else "it takes none besides ratio/scope"
+            raise SpecError(f"{where}: form {form!r} has no option {key!r}; {offer}")
+    return {k: coerce(v, valid[k].type, f"{where}: form {form!r} option {k!r}") for k, v in options.items()}
+
+
+def parse_form_options(form: str, items: Iterable[str], where: str = "--form-option") -> dict[str, Any]:
+    """KEY=VALUE items (the command line's form options), each VALUE read as YAML ("4,1" is a list)."""
+    import yaml
+
+    name = "nm" if ":" in form else form
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise SpecError(f"{where} {item!r} is not KEY=VALUE")
+        try:
+            value = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, str) and "," in value:
+            value = [yaml.safe_load(v) for v in value.split(",")]
+        out[key] = value
+    return check_form_options(name, out, where) if name in FORMS else out
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """`value` (from Python, YAML or JSON) as a value of the annotation `tp`: a list becomes a tuple
+    for a tuple annotation, an int a float for a float one; anything that does not fit raises."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return coerce(value, arg, where)
+            except SpecError:
+                continue
+    elif origin is typing.Literal:
+        if value in args:
+            return value
+    elif (origin in (tuple, list) or tp in (tuple, list)) and isinstance(value, list | tuple):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise SpecError(f"{where}: {value!r} is not {type_name(tp)} ({len(args)} items)")
+            items = [coerce(v, a, where) for v, a in zip(value, args, strict=True)]
+        else:
+            items = [coerce(v, args[0] if args else Any, where) for v in value]
+        return list(items) if (origin or tp) is list else tuple(items)
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(tp, type) and isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
+        return value
+    raise SpecError(f"{where}: {value!r} is not {type_name(tp)}")
+
+
+def type_name(tp: Any) -> str:
+    """An annotation as short text: "int", "tuple[int, int]", "str | None"."""
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    for prefix in ("typing.", "collections.abc.", "pathlib."):
+        tp = str(tp).replace(prefix, "")
+    return str(tp)
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    return "" if f.default is dataclasses.MISSING else f", default {_plain(f.default)}"
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (what YAML and JSON write)."""
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
 
 
 def parse_ratios(text: str, where: str = "ratios") -> dict[str, float]:
@@ -128,7 +257,7 @@ class PruneSpec:
     include_last: bool = False
 
     def __post_init__(self) -> None:
-        self.rules = [r if isinstance(r, Rule) else Rule(**r) for r in self.rules]
+        self.rules = [r if isinstance(r, Rule) else Rule.from_dict(r, f"rule {i}") for i, r in enumerate(self.rules)]
         if not self.rules:
             raise SpecError("a PruneSpec needs at least one rule")
         if isinstance(self.exclude, str):
@@ -138,16 +267,17 @@ class PruneSpec:
     # ---- constructors -------------------------------------------------------------------
     @classmethod
     def uniform(cls, ratio: float, form: str = "unstructured", exclude: Iterable[str] = (),
-                **options: Any) -> PruneSpec:
-        """Every candidate layer at the same ratio."""
-        return cls([Rule("*", form=form, ratio=ratio)], exclude=list(exclude), **options)
+                form_options: Mapping[str, Any] | None = None, **options: Any) -> PruneSpec:
+        """Every candidate layer at the same ratio (`form_options`: the form's own parameters)."""
+        return cls([Rule("*", form=form, ratio=ratio, options=dict(form_options or {}))], exclude=list(exclude),
+                   **options)
 
     @classmethod
-    def layerwise(cls, ratios: Mapping[str, float], form: str = "unstructured",
-                  exclude: Iterable[str] = (), **options: Any) -> PruneSpec:
+    def layerwise(cls, ratios: Mapping[str, float], form: str = "unstructured", exclude: Iterable[str] = (),
+                  form_options: Mapping[str, Any] | None = None, **options: Any) -> PruneSpec:
         """One rule per glob → ratio entry, in the mapping's order (e.g. a paper's yaml)."""
-        return cls([Rule(g, form=form, ratio=r) for g, r in ratios.items()], exclude=list(exclude),
-                   **options)
+        return cls([Rule(g, form=form, ratio=r, options=dict(form_options or {})) for g, r in ratios.items()],
+                   exclude=list(exclude), **options)
 
     @classmethod
     def global_budget(cls, ratio: float, exclude: Iterable[str] = (), **options: Any) -> PruneSpec:
@@ -212,8 +342,7 @@ class PruneSpec:
                 k = s.kept(p.shape)
                 kept, ratio = f"{k:,}", f"{1 - k / numel:.3f}"
                 kept_total += k
-            form = f"{s.n}:{s.m}" if s.form == "nm" else s.form
-            rows.append((name, _shape(p.shape), form, ratio, f"{numel:,}", kept))
+            rows.append((name, _shape(p.shape), s.label, ratio, f"{numel:,}", kept))
         rows.append(("total (conv/linear weights)", "", "", f"{1 - kept_total / total:.3f}",
                      f"{total:,}", f"{math.floor(kept_total):,}"))
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -243,14 +372,7 @@ class PruneSpec:
             raise SpecError(f"unknown spec keys {sorted(unknown)}; valid keys are {sorted(allowed)}")
         if "rules" not in data:
             raise SpecError("a spec needs a 'rules' list")
-        rules = []
-        for i, r in enumerate(data["rules"]):
-            if not isinstance(r, Mapping) or "pattern" not in r:
-                raise SpecError(f"rule {i} must be a mapping with a 'pattern', got {r!r}")
-            fields = {"pattern", "form", "ratio", "scope", "n", "m"}
-            if set(r) - fields:
-                raise SpecError(f"rule {i} has unknown keys {sorted(set(r) - fields)}; valid: {sorted(fields)}")
-            rules.append(Rule(**r))
+        rules = [Rule.from_dict(r, f"rule {i}") for i, r in enumerate(data["rules"])]
         return cls(rules, **{k: v for k, v in data.items() if k != "rules"})
 
     def to_json(self) -> str:

@@ -86,10 +86,15 @@ def train_args(p: argparse.ArgumentParser, prefix: str = "", epochs: int = 10, l
 
 def spec_args(p: argparse.ArgumentParser) -> None:
     from ..sets import FORMS
+    from ..spec import form_options
+
+    own = "; ".join(f"{n}: {', '.join(form_options(n))}" for n in FORMS.list() if form_options(n))
 
     g = p.add_argument_group("what to prune (a spec file, or --form with --ratio/--ratios)")
     g.add_argument("--spec", default=None, help="PruneSpec YAML/JSON file")
     g.add_argument("--form", default="unstructured", help=f"{', '.join(FORMS.list())}, or N:M such as 2:4")
+    g.add_argument("--form-option", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"a parameter of --form (repeatable; VALUE is read as YAML, 'a,b' as a list): {own}")
     g.add_argument("--ratio", type=float, default=None, help="uniform prune ratio in [0, 1)")
     g.add_argument("--ratios", default=None, help="per-layer ratios: 'glob=ratio,glob=ratio'")
     g.add_argument("--global-budget", action="store_true",
@@ -134,20 +139,24 @@ def run_folder_args(p: argparse.ArgumentParser, default: str) -> None:
 def make_spec(args: argparse.Namespace, task: Task | None = None):
     """The spec from --spec, an inline config spec, or --ratio/--ratios/--form (plus the task's
     default exclusions, e.g. a detection head's output layers)."""
-    from ..spec import PruneSpec, Rule, form_has_ratio, parse_ratios
+    from ..spec import PruneSpec, Rule, form_has_ratio, parse_form_options, parse_ratios
 
     default_exclude = list(getattr(task, "default_exclude", ()))
     options = {"exclude": args.exclude + [g for g in default_exclude if g not in args.exclude],
                "include_first": args.include_first, "include_last": args.include_last}
     given = [x for x in ("spec", "ratio", "ratios") if getattr(args, x) is not None]
     inline = getattr(args, "spec_inline", None)
+    items = getattr(args, "form_option", [])
+    if items and (args.spec or (inline is not None and not given)):
+        raise SpecError("--form-option sets a parameter of --form; a spec gives it in its rule's 'options'")
+    form_options = parse_form_options(args.form, items)
     if inline is not None and not given:
         return PruneSpec.from_dict(inline)
     if not form_has_ratio(args.form) and "spec" not in given:
         if args.ratios or args.ratio:
             flag = "--ratios" if args.ratios else f"--ratio {args.ratio}"
             raise SpecError(f"--form {args.form} fixes its own density, so {flag} does not apply; drop it")
-        return PruneSpec.uniform(0.0, form=args.form, **options)
+        return PruneSpec.uniform(0.0, form=args.form, form_options=form_options, **options)
     if len(given) != 1:
         raise SpecError("give exactly one of --spec FILE, --ratio R or --ratios 'glob=R,...' "
                         f"(got {', '.join('--' + g for g in given) or 'none'})")
@@ -157,10 +166,11 @@ def make_spec(args: argparse.Namespace, task: Task | None = None):
         return PruneSpec.load(args.spec)
     if args.ratios:
         ratios = parse_ratios(args.ratios, "--ratios")
-        return PruneSpec([Rule(g, form=args.form, ratio=r) for g, r in ratios.items()], **options)
+        return PruneSpec([Rule(g, form=args.form, ratio=r, options=form_options) for g, r in ratios.items()],
+                         **options)
     if args.global_budget:
         return PruneSpec.global_budget(args.ratio, **options)
-    return PruneSpec.uniform(args.ratio, form=args.form, **options)
+    return PruneSpec.uniform(args.ratio, form=args.form, form_options=form_options, **options)
 
 
 def make_task(args: argparse.Namespace, artifact: Artifact | None = None):
