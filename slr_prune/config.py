@@ -11,7 +11,7 @@ command line share it); `to_dict`/`from_dict` are the JSON form, stamped with `V
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -20,9 +20,14 @@ __all__ = ["Config", "option", "flag_name"]
 C = TypeVar("C", bound="Config")
 
 
-def option(default: Any, help: str = "", *, flag: str | None = None) -> Any:
-    """A config field with its help text (and its flag name when not the field's, dashed)."""
-    metadata = {"help": help, **({"flag": flag} if flag else {})}
+def option(default: Any, help: str = "", *, flag: str | None = None,
+           choices: Callable[[], Sequence[str]] | None = None) -> Any:
+    """A config field with its help text (and its flag name when not the field's, dashed).
+
+    `choices` returns the valid values when the command line is built (e.g. a registry's names,
+    so an entry registered after import is offered too); a `Literal` annotation fixes them instead.
+    """
+    metadata = {"help": help, **({"flag": flag} if flag else {}), **({"choices": choices} if choices else {})}
     if isinstance(default, list | dict | set):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..config import Config, flag_name
@@ -77,11 +77,15 @@ def convert(text: str, tp: Any, where: str) -> Any:
     raise ValueError(f"{where}: this option takes a structured value; set it from Python")
 
 
-def _argument(tp: Any, default: Any, help: str, dest: str) -> dict[str, Any]:
-    """add_argument keywords for a field of annotation `tp` whose flag defaults to `default`."""
+def _argument(tp: Any, default: Any, help: str, dest: str,
+              choices: Callable[[], Sequence[str]] | None = None) -> dict[str, Any]:
+    """add_argument keywords for a field of annotation `tp` whose flag defaults to `default`
+    (`choices`, from the field's metadata, gives its valid values now)."""
     tp = _base_type(tp)
     kwargs: dict[str, Any] = {"default": default, "help": help.replace("%", "%%"), "dest": dest}
-    if tp is bool:
+    if choices is not None:
+        kwargs["choices"] = list(choices())
+    elif tp is bool:
         kwargs["action"] = "store_true"
     elif typing.get_origin(tp) is typing.Literal:
         kwargs["choices"] = list(typing.get_args(tp))
@@ -110,7 +114,7 @@ def add_config_flags(group: argparse._ArgumentGroup, cls: type, *, prefix: str =
         if types_[f.name] is bool:  # a switch sets the opposite of the default (amp: --no-amp)
             kwargs = {"action": "store_true", "dest": _dest(f, prefix), "help": text.replace("%", "%%")}
         else:
-            kwargs = _argument(types_[f.name], default, text, _dest(f, prefix))
+            kwargs = _argument(types_[f.name], default, text, _dest(f, prefix), f.metadata.get("choices"))
         group.add_argument(f"--{prefix}{flag_name(f)}", **kwargs)
 
 
@@ -148,7 +152,8 @@ def add_entry_options(group: argparse._ArgumentGroup, entries: Iterable[Entry], 
                  else ", ".join(f"{n} {v}" for n, v in defaults.items()))
         names = ", ".join(e.name for e, _ in users)
         help_ = f"{f.metadata['help']} [{what} {names}; default: {shown}]"
-        group.add_argument(f"--{flag}", **_argument(field_types(entry.options)[f.name], None, help_, _dest(f)))
+        group.add_argument(f"--{flag}", **_argument(field_types(entry.options)[f.name], None, help_, _dest(f),
+                                                    f.metadata.get("choices")))
 
 
 def entry_options(args: argparse.Namespace, entry: Entry) -> dict[str, Any]:

@@ -198,14 +198,11 @@ class _Stages:
         return self._passes()
 
 
-LayerSolverName = Literal[tuple(LAYER_SOLVERS)]  # the command line's choices: every registered layer solver
-
-
 @dataclass(frozen=True)
 class LayerwiseConfig(SolverConfig):
     """The `layerwise` method's options: the layer-wise reconstruction it runs (see `Reconstruction`)."""
 
-    layer_solver: LayerSolverName = option("slr", "layer-wise: the solver of each layer's problem")
+    layer_solver: str = option("slr", "layer-wise: the solver of each layer's problem", choices=LAYER_SOLVERS.list)
     calibration_batches: int = option(CALIBRATION_BATCHES, "layer-wise: training batches whose activations "
                                       "define each layer's problem")
     damping: float = option(DAMPING, "layer-wise: relative damping of H = XᵀX")
