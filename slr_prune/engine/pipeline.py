@@ -10,8 +10,10 @@ the earlier stages returned, so a new workflow is a new sequence, not a copy of 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -51,6 +53,7 @@ class Run:
     out: Path | None = None
     resume: bool = False
     hooks: Sequence[Hooks] = ()
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     def path(self, name: str) -> Path | None:
         """`name` in the run's output folder (None without one)."""
@@ -60,6 +63,13 @@ class Run:
         """A phase checkpoint's path as TrainConfig takes it."""
         path = self.path(name)
         return str(path) if path is not None else None
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block as stage `name`; the stages run are recorded in the run's artifact."""
+        start = time.perf_counter()
+        yield
+        self.stages.append({"stage": name, "seconds": time.perf_counter() - start})
 
     def need_task(self, what: str) -> Task:
         if self.task is None:

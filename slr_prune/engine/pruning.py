@@ -117,10 +117,14 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     costs_before = cost_summary(model, example)
     dense = dense_metrics or task.evaluate(model, run.device)
     solver = build_solver(run, entry, spec, config, reconstruct)
-    epochs = train_solver(run, solver, train, method, settings, bn_batches)
-    pruned = hard_prune(run, solver, reconstruct, bn_batches)
-    hard, hard_bn = recalibrated_metrics(run, bn_batches)
-    tuned = finetune_masked(run, pruned.masks, finetune, {**settings, "train": train.fingerprint()})
+    with run.stage(f"train {method}"):
+        epochs = train_solver(run, solver, train, method, settings, bn_batches)
+    with run.stage("hard prune, layer-wise" if reconstruct or config.needs_task else "hard prune"):
+        pruned = hard_prune(run, solver, reconstruct, bn_batches)
+    with run.stage("BN recalibration"):
+        hard, hard_bn = recalibrated_metrics(run, bn_batches)
+    with run.stage("masked fine-tuning"):
+        tuned = finetune_masked(run, pruned.masks, finetune, {**settings, "train": train.fingerprint()})
     target, reached = sparsity(pruned.masks, solver)
     result = PruneResult(
         method=method, spec=_spec_record(spec), metric=task.metric, dense=dense, hard_prune=hard,
@@ -141,7 +145,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
 def _save(run: Run, out: Path, masks: Masks, result: PruneResult, settings: dict[str, Any]) -> None:
     """pruned.pt: the pruned weights, their masks, the task, the result and the run's settings."""
     save_artifact(Artifact.of(run.model, run.need_task("saving"), masks=masks.state_dict(), result=result.to_dict(),
-                              provenance={"settings": settings}), out / "pruned.pt")
+                              provenance={"settings": settings, "stages": run.stages}), out / "pruned.pt")
 
 
 def _finished(model: nn.Module, path: Path, settings: dict[str, Any]) -> PruneResult:
