@@ -75,12 +75,18 @@ def test_every_documented_command_line_parses():
     assert checked >= 10
 
 
-def test_the_registry_example_runs(tmp_path):
-    (code,) = [b for b in _python_blocks(ROOT / "docs" / "api.md") if "register_solver" in b]
-    script = tmp_path / "registry.py"
+def _run_api_block(tmp_path, marker: str) -> subprocess.CompletedProcess:
+    """Run the one python block of docs/api.md that contains `marker`; it must exit 0."""
+    (code,) = [b for b in _python_blocks(ROOT / "docs" / "api.md") if marker in b]
+    script = tmp_path / "block.py"
     script.write_text(code)
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_the_registry_example_runs(tmp_path):
+    proc = _run_api_block(tmp_path, "register_solver")
     assert proc.stdout.strip().endswith("True")
 
 
@@ -102,10 +108,6 @@ def test_every_registered_option_is_documented():
 
 @pytest.mark.slow
 def test_the_own_model_example_runs(tmp_path):
-    (code,) = [b for b in _python_blocks(ROOT / "docs" / "api.md") if "LoaderTask(" in b]
-    script = tmp_path / "own.py"
-    script.write_text(code)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run_api_block(tmp_path, "LoaderTask(")
     assert "sparsity 0.800" in proc.stdout and "within_tenth: dense" in proc.stdout
     assert "slr 4/4  loss" in proc.stdout and "\r" not in proc.stdout + proc.stderr  # epoch lines, no bar frames
