@@ -42,8 +42,11 @@ def run(args: argparse.Namespace) -> None:
         sparsity = 1 - row["nonzero"] / row["params"]
         print(f"{row['name']:<40} {row['params']:>10,} {100 * sparsity:8.2f}% "
               f"{row['macs']:>14,} {row['sparse_macs']:>14,}")
-    print(f"params {costs['params']:,} (non-zero {costs['nonzero_params']:,}, {costs['compression']:.2f}x)"
+    size = costs["bytes"]
+    print(f"params {costs['params']:,} (non-zero {costs['nonzero_params']:,}, {costs['compression']:.2f}x nominal)"
           f"  MACs {costs['macs']:,} (sparse {costs['sparse_macs']:,})")
+    print(f"bytes: dense checkpoint {size['dense']:,}, compressed file {size['compressed']:,} "
+          f"({size['compressed'] / size['dense']:.3f}x; slr-prune export --format compressed)")
     print("  ".join(f"{k} {100 * v:.2f}%" if k == task.metric else f"{k} {v:.4f}" for k, v in metrics.items()))
     if ratios:
         print(f"hard-prune sweep ({args.form}, magnitude projection, no retraining):")

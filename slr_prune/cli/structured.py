@@ -75,7 +75,9 @@ def _print_report(result: Any) -> None:
     c = result.costs
     b, a = c["before"], c["after"]
     rows = [("params", _fmt_int(b["params"]), _fmt_int(a["params"]), f"{c['params_ratio']:.2f}x fewer"),
-            ("MACs", _fmt_int(b["macs"]), _fmt_int(a["macs"]), f"{c['macs_ratio']:.2f}x fewer")]
+            ("MACs", _fmt_int(b["macs"]), _fmt_int(a["macs"]), f"{c['macs_ratio']:.2f}x fewer"),
+            ("checkpoint bytes (float32)", f"{b['bytes']['dense']:,}", f"{a['bytes']['dense']:,}",
+             f"{a['bytes']['dense'] / b['bytes']['dense']:.3f}x: the physical size of the smaller model")]
     if result.latency:
         d, p = result.latency["dense"], result.latency["pruned"]
         rows.append((f"latency ms (batch {d['batch_size']}, {d['device']}, {d['dtype']})", f"{d['median_ms']:.2f}",

@@ -101,7 +101,7 @@ def task_ignored(task: Task | None) -> list[str]:
 
 
 def _totals(summary: Mapping[str, Any]) -> dict[str, Any]:
-    return {"params": summary["params"], "macs": summary["macs"]}
+    return {"params": summary["params"], "macs": summary["macs"], "bytes": summary["bytes"]}
 
 
 def _resolve_budget(flops_target: float | None, params_target: float | None,
