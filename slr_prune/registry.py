@@ -92,14 +92,6 @@ class Entry(Generic[T]):
                             f"valid: {', '.join(sorted(valid)) or 'none'}")
         return dict(options)
 
-    def __getattr__(self, trait: str) -> Any:
-        """`entry.<trait>` for `entry.traits[<trait>]` (kept for cli/export.py's `entry.suffix`; the
-        library itself reads `entry.traits`)."""
-        traits = object.__getattribute__(self, "traits")
-        if trait in traits:
-            return traits[trait]
-        raise AttributeError(trait)
-
 
 class Registry(Generic[T]):
     """Named entries of one kind (`kind` names them in errors: "unknown solver 'x'")."""

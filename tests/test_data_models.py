@@ -161,7 +161,8 @@ def test_every_model_family_is_in_the_one_registry():
     classifiers = list_models(task="classification")
     assert "resnet18" in classifiers and "ufld_resnet18" not in classifiers
     assert resolve_model("resnet18", "lane") == "ufld_resnet18" and resolve_model("ufld", "lane") == "ufld_resnet18"
-    assert resolve_model("yolov3-tinyu", "yolo") == "yolov3-tiny" and MODELS.get("resnet18").task == "classification"
+    assert resolve_model("yolov3-tinyu", "yolo") == "yolov3-tiny"
+    assert MODELS.get("resnet18").traits["task"] == "classification"
     lane = create_model("34", griding_num=10, num_row_anchors=4, num_lanes=2, input_size=(32, 64), hidden=8,
                         task="lane")
     assert lane(torch.randn(1, 3, 32, 64))[0].shape[-3:] == (11, 4, 2)

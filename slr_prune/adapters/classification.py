@@ -55,8 +55,8 @@ class ClassificationTask(DatasetTask):
         self.workers, self.seed = workers, seed
         self.name = f"{model}-{dataset}"
         entry = MODELS.get(model)  # an unknown name: UnknownNameError lists every model
-        if entry.task != "classification":
-            raise UnknownNameError(f"{model!r} is a {entry.task} model; the classification task builds "
+        if entry.traits["task"] != "classification":
+            raise UnknownNameError(f"{model!r} is a {entry.traits['task']} model; the classification task builds "
                                    f"{', '.join(list_models(task='classification'))}")
         # Built once and dropped, as every release so far did: it draws from the global random stream, so
         # keeping it keeps seeded runs (the published studies, the demo) reproducible bit for bit.

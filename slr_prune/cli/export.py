@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     x = task.example_input(args.batch).float()
     reference = outputs(model, x)
-    path, diff = entry.build(task, model, out / f"{args.name}{entry.suffix}", x, reference, **options)
+    path, diff = entry.build(task, model, out / f"{args.name}{entry.traits['suffix']}", x, reference, **options)
     scale = float(reference.abs().max()) or 1.0
     ok = diff <= 1e-4 * scale
     zeros = sum(int((p == 0).sum()) for p in model.parameters() if p.dim() > 1)

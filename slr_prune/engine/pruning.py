@@ -24,7 +24,7 @@ from ..layerwise import Reconstruction
 from ..masks import Masks
 from ..metrics import cost_summary
 from ..sets import ConstraintSet
-from ..solvers import SOLVERS, solver_config
+from ..solvers import SOLVERS, SolverConfig, solver_config
 from ..spec import PruneSpec
 from ..task import Task, task_name
 from ..utils import state_digest
@@ -106,9 +106,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
-    settings = {"method": method, "spec": _spec_record(spec), "solver_options": asdict(config),
-                "task": task.record(), "task_name": task_name(task), "source_weights": state_digest(model),
-                "bn_batches": bn_batches, "reconstruct": reconstruct.fingerprint() if reconstruct else None}
+    settings = _settings(model, task, spec, method, config, bn_batches, reconstruct)
     with_phases = {**settings, "train": train.fingerprint(), "finetune": finetune.fingerprint() if finetune else None}
     if resume and out is not None and (out / "pruned.pt").is_file():
         return _finished(model, out / "pruned.pt", with_phases)
@@ -155,6 +153,14 @@ def _finished(model: nn.Module, path: Path, settings: dict[str, Any]) -> PruneRe
     saved.build(model, f"{str(path)!r}")
     print(f"note: {str(path)!r} is a finished run with these settings; nothing to do (its result is reported)")
     return PruneResult(**saved.result)
+
+
+def _settings(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, ConstraintSet], method: str,
+              config: SolverConfig, bn_batches: int, reconstruct: Reconstruction | None) -> dict[str, Any]:
+    """What shapes the run's result besides the phases' TrainConfigs; a --resume must match it."""
+    return {"method": method, "spec": _spec_record(spec), "solver_options": asdict(config), "task": task.record(),
+            "task_name": task_name(task), "source_weights": state_digest(model), "bn_batches": bn_batches,
+            "reconstruct": reconstruct.fingerprint() if reconstruct else None}
 
 
 def _spec_record(spec: PruneSpec | Mapping[str, ConstraintSet]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
 def resolve_model(name: str, task: str) -> str:
     """The registered name that `name` (a name or one of its aliases) stands for among `task`'s models."""
     for registered in MODELS.list(task=task):
-        if name == registered or name in MODELS.get(registered).aliases:
+        if name == registered or name in MODELS.get(registered).traits["aliases"]:
             return registered
     raise UnknownNameError(f"unknown {task} model {name!r}; choose one of {', '.join(MODELS.list(task=task))}")
 

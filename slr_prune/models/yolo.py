@@ -27,7 +27,7 @@ HEAD_EXCLUSIONS = ("last", "head", "none")
 
 def bundled_names() -> list[str]:
     """The yolo task's registered model names and aliases (slr_prune.models); each names a bundled yaml."""
-    return [n for name in MODELS.list(task="yolo") for n in (name, *MODELS.get(name).aliases)]
+    return [n for name in MODELS.list(task="yolo") for n in (name, *MODELS.get(name).traits["aliases"])]
 
 
 def import_ultralytics() -> Any:

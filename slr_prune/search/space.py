@@ -105,7 +105,7 @@ def _build(name: str, c: int, stride: int, sparsity: ConstraintSet | None, prune
     """Operation `name`; its convolutions are on `sparsity` if it is a pruned candidate (or with
     `prune_all`, whatever it is), dense otherwise (and always when `sparsity` is None)."""
     entry = OPS.get(name)
-    return entry.build(c, stride, sparsity if entry.pruned or prune_all else None)
+    return entry.build(c, stride, sparsity if entry.traits["pruned"] or prune_all else None)
 
 
 class MixedOp(nn.Module):
