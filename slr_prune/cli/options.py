@@ -25,7 +25,7 @@ from typing import Any
 from ..config import Config, flag_name
 from ..registry import Entry
 
-__all__ = ["add_config_flags", "config_values", "add_entry_options", "entry_options", "convert"]
+__all__ = ["add_config_flags", "config_values", "add_entry_options", "entry_options", "given_entry_flags", "convert"]
 
 
 @functools.cache
@@ -158,4 +158,15 @@ def entry_options(args: argparse.Namespace, entry: Entry) -> dict[str, Any]:
         value = getattr(args, _dest(f), None)
         if value is not None:  # flags default to None: only what the user gave
             given[f.name] = value
+    return given
+
+
+def given_entry_flags(args: argparse.Namespace, entries: Iterable[Entry]) -> dict[str, str]:
+    """{flag: field name} of the entries' options the user gave (flags default to None: a flag that
+    is not None was given, on the command line or in --config)."""
+    given = {}
+    for entry in entries:
+        for f in _flagged(entry.options):
+            if getattr(args, _dest(f), None) is not None:
+                given[flag_name(f)] = f.name
     return given
