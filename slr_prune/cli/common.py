@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HelpFormatter", "task_args", "train_args", "spec_args", "solver_args", "bn_args", "run_folder_args",
            "make_task", "make_spec", "check_out", "train_config", "solver_options", "method_configs", "check_cadences",
-           "load_model",
-           "write_run_files", "environment"]
+           "load_model", "write_run_files", "environment"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -144,7 +143,8 @@ def make_spec(args: argparse.Namespace, task: Task | None = None):
     given = [x for x in ("spec", "ratio", "ratios") if getattr(args, x) is not None]
     inline = getattr(args, "spec_inline", None)
     if args.global_budget and (args.spec or args.ratios or args.form != "unstructured"):
-        raise SpecError(f"--global-budget takes --ratio with --form unstructured (got {_spec_flags(args)})")
+        got = _spec_flags(argparse.Namespace(**{**vars(args), "global_budget": False}))
+        raise SpecError(f"--global-budget takes --ratio with --form unstructured (got {got})")
     if inline is not None and not given:
         _refuse_spec_flags(args, "the config's spec")
         return PruneSpec.from_dict(inline)
@@ -249,7 +249,8 @@ def solver_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
     return entry_options(args, SOLVERS.get(method))
 
 
-def method_configs(args: argparse.Namespace, methods: list[str], exempt: frozenset[str] = frozenset()):
+def method_configs(args: argparse.Namespace, methods: list[str],
+                   exempt: frozenset[str] = frozenset()) -> dict[str, Any]:
     """{method: SolverConfig} from the solver flags each method uses.  A solver flag the user gave
     that no method uses is refused; one that only some use is noted once (compare shares one command
     line).  A method that does not train (one-shot magnitude) uses no cadence flag.  `exempt`: flags
