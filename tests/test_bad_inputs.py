@@ -264,6 +264,8 @@ def _api_cases():
             SLR(_model(), spec).state_dict()), StateError, "ratio=0.5"),
         (lambda: TrainConfig(epochs=1.5), TypeError, "epochs must be an integer ≥ 0, got 1.5"),
         (lambda: TrainConfig(probe_batches=True), TypeError, "probe_batches must be an integer"),
+        (lambda: TrainConfig(lr="0.1"), TypeError, "lr must be a number, got '0.1'"),
+        (lambda: SLR(_model(), spec, update_every=True), ValueError, "update_every must be an integer ≥ 0"),
         (lambda: PruneSpec.uniform(True), SpecError, "prune ratio True is a bool"),
         (lambda: SLR(_tied_model(), PruneSpec([Rule("1.*", ratio=0.5), Rule("2.*", ratio=0.7)])), SpecError,
          "'2.weight' and '1.weight' are one tied tensor"),
@@ -282,7 +284,7 @@ def _tied_model() -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("i", range(42))
+@pytest.mark.parametrize("i", range(44))
 def test_bad_api_input(i):
     build, error, message = _api_cases()[i]
     with pytest.raises(error) as e:
@@ -291,4 +293,4 @@ def test_bad_api_input(i):
 
 
 def test_the_api_corpus_is_all_parametrized():
-    assert len(_api_cases()) == 42
+    assert len(_api_cases()) == 44

@@ -84,6 +84,11 @@ class TrainConfig:
             if value < low:
                 raise ValueError(f"{name} must be ≥ {low}, got {value}")
             setattr(self, name, int(value))
+        for name in ("lr", "momentum", "weight_decay", "gamma"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+            setattr(self, name, float(value))
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step", "constant"):
