@@ -260,6 +260,7 @@ def _api_cases():
          "form '2:4' fixes its own density"),
         # round 2, class 7: the Python API
         (lambda: SLR(_meta_model(), spec), ValueError, "the model's parameters are on the meta device"),
+        (lambda: prune(_meta_model(), task(), spec, "slr"), ValueError, "materialise them (to_empty + load weights)"),
         (lambda: SLR(_model(), PruneSpec.uniform(0.7, include_first=True)).load_state_dict(
             SLR(_model(), spec).state_dict()), StateError, "ratio=0.5"),
         (lambda: TrainConfig(epochs=1.5), TypeError, "epochs must be an integer ≥ 0, got 1.5"),
@@ -284,7 +285,7 @@ def _tied_model() -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("i", range(44))
+@pytest.mark.parametrize("i", range(45))
 def test_bad_api_input(i):
     build, error, message = _api_cases()[i]
     with pytest.raises(error) as e:
@@ -293,4 +294,4 @@ def test_bad_api_input(i):
 
 
 def test_the_api_corpus_is_all_parametrized():
-    assert len(_api_cases()) == 44
+    assert len(_api_cases()) == 45

@@ -25,6 +25,7 @@ from ..masks import Masks
 from ..metrics import cost_summary
 from ..sets import ConstraintSet
 from ..solvers import SOLVERS, solver_config
+from ..solvers.base import check_materialised
 from ..spec import PruneSpec
 from ..task import Task, task_name
 from ..utils import state_digest
@@ -101,6 +102,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     entry = SOLVERS.get(method)
     config = solver_config(method, solver_options)
     check_bn_batches(bn_batches)  # before any compute
+    check_materialised(model)  # a meta-device model: one line, not torch's error from the first copy
     if reconstruct is not None and not isinstance(reconstruct, Reconstruction):
         raise TypeError(f"reconstruct must be a Reconstruction or None, got {type(reconstruct).__name__}")
     start = time.perf_counter()

@@ -23,7 +23,8 @@ from ..spec import PruneSpec
 from ..utils import weights_set_to
 from .config import PenaltyConfig, SolverConfig
 
-__all__ = ["Solver", "PenaltySolver", "Closure", "cubic_fraction", "SOLVERS", "register_solver", "solver_config"]
+__all__ = ["Solver", "PenaltySolver", "Closure", "cubic_fraction", "SOLVERS", "register_solver", "solver_config",
+           "check_materialised"]
 
 Closure = Callable[[], float | Tensor]
 
@@ -78,7 +79,7 @@ class Solver:
         elif not isinstance(spec, PruneSpec):
             raise TypeError(f"spec must be a PruneSpec or a mapping of parameter name to ConstraintSet, "
                             f"got {type(spec).__name__}")
-        _check_materialised(model)
+        check_materialised(model)
         self.cadence = self.config.cadence
         self.batches_per_epoch = 0
         self.model = model
@@ -326,7 +327,7 @@ class PenaltySolver(Solver):
         return weights_set_to(self.params, values)
 
 
-def _check_materialised(model: nn.Module) -> None:
+def check_materialised(model: nn.Module) -> None:
     """A model built on the meta device has shapes but no values: nothing to prune yet."""
     meta = [n for n, p in model.named_parameters() if p.is_meta]
     if meta:
