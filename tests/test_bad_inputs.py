@@ -263,6 +263,7 @@ def _api_cases():
         (lambda: prune(_meta_model(), task(), spec, "slr"), ValueError, "materialise them (to_empty + load weights)"),
         (lambda: SLR(_model(), PruneSpec.uniform(0.7, include_first=True)).load_state_dict(
             SLR(_model(), spec).state_dict()), StateError, "ratio=0.5"),
+        (lambda: SLR(_model(), spec).load_state_dict({"rho": 1.0}), StateError, "not a solver state: dict without"),
         (lambda: TrainConfig(epochs=1.5), TypeError, "epochs must be an integer ≥ 0, got 1.5"),
         (lambda: TrainConfig(probe_batches=True), TypeError, "probe_batches must be an integer"),
         (lambda: TrainConfig(lr="0.1"), TypeError, "lr must be a number, got '0.1'"),
@@ -285,7 +286,7 @@ def _tied_model() -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("i", range(45))
+@pytest.mark.parametrize("i", range(46))
 def test_bad_api_input(i):
     build, error, message = _api_cases()[i]
     with pytest.raises(error) as e:
@@ -294,4 +295,4 @@ def test_bad_api_input(i):
 
 
 def test_the_api_corpus_is_all_parametrized():
-    assert len(_api_cases()) == 45
+    assert len(_api_cases()) == 46

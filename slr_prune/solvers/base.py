@@ -165,6 +165,13 @@ class Solver:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` saved; a state of another solver, other parameters or other
+        sets (a ratio, a form) is refused with StateError before anything is changed."""
+        missing = [k for k in ("solver", "names", "tensors", "scalars", "history")
+                   if not isinstance(state, Mapping) or k not in state]
+        if missing:
+            raise StateError(f"not a solver state: {type(state).__name__} without {', '.join(missing)} (give what "
+                             f"{type(self).__name__}.state_dict() returned)")
         if state.get("solver") != type(self).__name__:
             raise StateError(f"state was saved by {state.get('solver')!r}, not {type(self).__name__}")
         if list(state["names"]) != self.names:
