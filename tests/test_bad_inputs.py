@@ -129,6 +129,10 @@ CLI_CASES = [
     (["prune", "--spec", "{include_first_no}"], "include_first must be true or false, got 'no'"),
     (["prune", "--spec", "{good_spec}", "--exclude", "features.0.weight"], "--exclude would be ignored"),
     (["prune", "--config", "{inline_good_spec}", "--form", "2:4"], "--form 2:4 would be ignored"),
+    (["structured", "--flops-target", "0.5", "--criterion", "l1", "--lfe-keep", "0.5"],
+     "--lfe-keep does not apply to --criterion l1"),
+    (["structured", "--flops-target", "0.5", "--criterion", "admm", "--M", "2"],
+     "--M does not apply to --criterion admm"),
 ]
 
 
