@@ -348,15 +348,17 @@ def _unshared(model: nn.Module, sets: Mapping[str, ConstraintSet]) -> dict[str, 
     canonical = {id(p): n for n, p in model.named_parameters()}
     every = dict(model.named_parameters(remove_duplicate=False))
     out: dict[str, ConstraintSet] = {}
+    asked_by: dict[str, str] = {}  # the name whose set `out[first]` is
     for name, s in sets.items():
         first = canonical[id(every[name])]
+        if first in out and out[first] != s:
+            raise SpecError(f"{name!r} and {asked_by[first]!r} are one tied tensor, but the spec gives them different "
+                            f"sets ({s} and {out[first]}); give both names the same rule")
         if first != name:
-            if first in out and out[first] != s:
-                raise SpecError(f"{name!r} and {first!r} are one tied tensor, but the spec gives them different "
-                                f"sets ({s} and {out[first]}); give both names the same rule")
             print(f"note: {name!r} is the same tensor as {first!r} (tied weights); it is pruned once, as {first!r}",
                   file=sys.stderr)
         out.setdefault(first, s)
+        asked_by.setdefault(first, name)
     return out
 
 
