@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["Config", "option", "flag_name"]
+__all__ = ["Config", "option", "flag_name", "is_int"]
 
 C = TypeVar("C", bound="Config")
 
@@ -31,6 +31,11 @@ def option(default: Any, help: str = "", *, flag: str | None = None,
     if isinstance(default, list | dict | set):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def is_int(value: Any) -> bool:
+    """Whether `value` is an integer and not a bool (True is not read as 1: never reinterpreted)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def flag_name(f: dataclasses.Field) -> str:

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from .bn import batchnorm_layers, recalibrate_bn
-from .sets import Projector
-from .spec import PruneSpec
+from .errors import SpecError
+from .sets import FORMS, Projector
+from .spec import PruneSpec, form_has_ratio
 from .task import Task
 from .utils import weights_set_to
 
@@ -84,6 +85,10 @@ def sparsity_sweep(task: Task, model: nn.Module, ratios: Iterable[float], form: 
                    **spec_options: Any) -> list[dict[str, Any]]:
     """Hard-prune (magnitude projection, no retraining) at each ratio; the metrics without and with
     BatchNorm recalibration (`bn_<metric>` keys, absent for a model without BatchNorm)."""
+    if not form_has_ratio(form):  # every ratio would give the same model, labelled with different ratios
+        valid = ", ".join(f for f in FORMS.list() if form_has_ratio(f))
+        raise SpecError(f"sparsity_sweep: form {form!r} fixes its own density and takes no ratio; sweep a form "
+                        f"with a ratio ({valid})")
     device = device or next(model.parameters()).device
     rows = []
     for ratio in ratios:

@@ -18,6 +18,7 @@ Both strategies return identical masks.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
@@ -70,9 +71,13 @@ def n_keep(ratio: float, n: int) -> int:
 
 
 def check_ratio(ratio: float, where: str) -> float:
-    if not isinstance(ratio, int | float) or isinstance(ratio, bool) or not 0.0 <= ratio < 1.0:
+    """`ratio` as a float in [0, 1): any real number (NumPy scalars included), never a bool or NaN."""
+    if not isinstance(ratio, numbers.Real) or isinstance(ratio, bool):
+        raise SpecError(f"{where}: prune ratio {ratio!r} is a {type(ratio).__name__}, not a number in [0, 1); "
+                        "give the fraction of weights to remove, e.g. 0.9 keeps 10%")
+    if not 0.0 <= float(ratio) < 1.0:
         raise SpecError(
-            f"{where}: prune ratio {ratio!r} is outside [0, 1); give the fraction of weights to "
+            f"{where}: prune ratio {float(ratio)!r} is outside [0, 1); give the fraction of weights to "
             "remove, e.g. 0.9 keeps 10%"
         )
     return float(ratio)
@@ -132,7 +137,7 @@ class TopKSet(ConstraintSet):
     budget: str = "global"
 
     def __post_init__(self) -> None:
-        check_ratio(self.ratio, f"{self.form} set")
+        object.__setattr__(self, "ratio", check_ratio(self.ratio, f"{self.form} set"))
         if self.scope not in ("layer", "global"):
             raise SpecError(f"scope {self.scope!r} is not one of 'layer', 'global'")
 

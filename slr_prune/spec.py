@@ -60,7 +60,7 @@ class Rule:
             object.__setattr__(self, "form", "nm")
         if self.form not in FORMS:
             raise SpecError(f"{where}: unknown form {self.form!r}; valid forms are {', '.join(FORMS)} or 'N:M'")
-        check_ratio(self.ratio, where)
+        object.__setattr__(self, "ratio", check_ratio(self.ratio, where))
         if self.scope not in ("layer", "global"):
             raise SpecError(f"{where}: scope {self.scope!r} is not 'layer' or 'global'")
         if self.scope == "global" and not FORMS[self.form].traits["global_budget"]:
@@ -263,6 +263,13 @@ class PruneSpec:
         if isinstance(self.exclude, str):
             self.exclude = [self.exclude]
         self.exclude = list(self.exclude)
+        bad = [g for g in self.exclude if not isinstance(g, str)]
+        if bad:
+            raise SpecError(f"exclude must be a list of parameter globs (strings), got {bad[0]!r}")
+        for key in ("include_first", "include_last"):
+            value = getattr(self, key)
+            if not isinstance(value, bool):  # "no" or 0 is not read as a boolean: a value is never reinterpreted
+                raise SpecError(f"{key} must be true or false, got {value!r}")
 
     # ---- constructors -------------------------------------------------------------------
     @classmethod

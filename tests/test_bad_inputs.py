@@ -112,6 +112,27 @@ CLI_CASES = [
     (["prune", "--config", "{inline_bad_spec}"], "unknown form 'rows'"),
     (["train", "--dataset", "imagefolder", "--data", "{broken_folders}", "--image-size", "16", "--epochs", "1"],
      "cannot be read"),
+    # round 2, class 4: settings silently ignored or mislabelled
+    (["train", "--data", "/nonexistent/path"], "dataset 'digits' ships with the package and reads no --data"),
+    (["train", "--image-size", "1000000"], "--image-size must be 8 (or left out), got 1000000"),
+    (["train", "--dataset", "imagefolder", "--data", "{folders}", "--image-size", "1000000"],
+     "--image-size 1000000 is outside 1..4096"),
+    (["prune", "--ratio", "0.5", "--update-every", "100000"], "--update-every 100000 is longer than an epoch of"),
+    (["evaluate", "--checkpoint", "{dense}", "--sweep", "0.1,0.9", "--form", "2:4"],
+     "--form 2:4 fixes its own density"),
+    (["evaluate", "--checkpoint", "{dense}", "--form", "filter"], "add --sweep RATIOS or drop --form"),
+    (["prune", "--global-budget", "--form", "2:4"], "--global-budget takes --ratio with --form unstructured"),
+    (["prune", "--ratio", "0.5", "--method", "magnitude", "--rho", "0.2"], "--rho applies to method admm, slr"),
+    (["prune", "--ratio", "0.5", "--method", "magnitude", "--update-every", "2"], "--update-every applies to"),
+    (["search", "--ratio", "0.9", "--method", "admm", "--M", "2"], "--M applies to method slr"),
+    (["compare", "--ratio", "0.5", "--methods", "admm,magnitude", "--warm-start"], "--warm-start applies to"),
+    (["prune", "--spec", "{include_first_no}"], "include_first must be true or false, got 'no'"),
+    (["prune", "--spec", "{good_spec}", "--exclude", "features.0.weight"], "--exclude would be ignored"),
+    (["prune", "--config", "{inline_good_spec}", "--form", "2:4"], "--form 2:4 would be ignored"),
+    (["structured", "--flops-target", "0.5", "--criterion", "l1", "--lfe-keep", "0.5"],
+     "--lfe-keep does not apply to --criterion l1"),
+    (["structured", "--flops-target", "0.5", "--criterion", "admm", "--M", "2"],
+     "--M does not apply to --criterion admm"),
 ]
 
 
@@ -136,6 +157,9 @@ def files(tmp_path_factory):
     (root / "notes.txt").write_text("ratio 0.5\n")
     (root / "list.yaml").write_text("- epochs: 3\n")
     (root / "inline.yaml").write_text("spec:\n  rules:\n    - {pattern: '*', form: rows, ratio: 0.5}\n")
+    (root / "inline_good.yaml").write_text("spec:\n  rules:\n    - {pattern: '*', ratio: 0.5}\n")
+    (root / "first_no.yaml").write_text("rules:\n  - {pattern: '*', ratio: 0.5}\ninclude_first: 'no'\n")
+    (root / "good.yaml").write_text("rules:\n  - {pattern: '*', ratio: 0.5}\n")
     write_image_folders(root / "folders")
     broken = write_image_folders(root / "broken")
     next((broken / "val").rglob("*.png")).write_bytes(b"not a png")
@@ -143,7 +167,8 @@ def files(tmp_path_factory):
             "float_masks": root / "float_masks.pt", "corrupt": root / "corrupt.pt", "missing": root / "missing.yaml",
             "bad_yaml": root / "bad.yaml", "wrong_keys": root / "wrong.yaml", "text_file": root / "notes.txt",
             "list_config": root / "list.yaml", "inline_bad_spec": root / "inline.yaml", "folders": root / "folders",
-            "broken_folders": root / "broken",
+            "broken_folders": root / "broken", "inline_good_spec": root / "inline_good.yaml",
+            "include_first_no": root / "first_no.yaml", "good_spec": root / "good.yaml",
             "out": root / "o"}
 
 
@@ -181,6 +206,7 @@ def _api_cases():
     from slr_prune.data.tusimple import parse_label
     from slr_prune.engine import TrainConfig, prune
     from slr_prune.errors import SpecError, StateError
+    from slr_prune.evaluate import sparsity_sweep
     from slr_prune.masks import Masks
     from slr_prune.metrics.coco import check_coco
     from slr_prune.models import create_model
@@ -226,10 +252,45 @@ def _api_cases():
          ValueError, "l.json:1: lane 0 holds NaN or Inf"),
         (lambda: slr_prune.structured.structured_prune(_model(), example_input=torch.randn(1, 1, 8, 8),
                                                        flops_target=2.0), ValueError, "flops_target 2.0"),
+        # round 2, class 4: a value is never reinterpreted, an option that does not apply is refused
+        (lambda: PruneSpec.from_dict({"rules": [{"pattern": "*", "ratio": 0.5}], "include_first": "no"}), SpecError,
+         "include_first must be true or false, got 'no'"),
+        (lambda: PruneSpec.uniform(0.5, exclude=[3]), SpecError, "exclude must be a list of parameter globs"),
+        (lambda: SLR(_model(), spec, update_every=50).begin(2, 10), ValueError,
+         "--update-every 50 is longer than an epoch of 10 batches"),
+        (lambda: ClassificationTask(data="/nonexistent/path"), ValueError, "reads no --data"),
+        (lambda: ClassificationTask(image_size=1000000), ValueError, "--image-size must be 8"),
+        (lambda: sparsity_sweep(task(), _model(), [0.1, 0.9], form="2:4"), SpecError,
+         "form '2:4' fixes its own density"),
+        # round 2, class 7: the Python API
+        (lambda: SLR(_meta_model(), spec), ValueError, "the model's parameters are on the meta device"),
+        (lambda: prune(_meta_model(), task(), spec, "slr"), ValueError, "materialise them (to_empty + load weights)"),
+        (lambda: SLR(_model(), PruneSpec.uniform(0.7, include_first=True)).load_state_dict(
+            SLR(_model(), spec).state_dict()), StateError, "ratio=0.5"),
+        (lambda: SLR(_model(), spec).load_state_dict({"rho": 1.0}), StateError, "not a solver state: dict without"),
+        (lambda: TrainConfig(epochs=1.5), TypeError, "epochs must be an integer ≥ 0, got 1.5"),
+        (lambda: TrainConfig(probe_batches=True), TypeError, "probe_batches must be an integer"),
+        (lambda: TrainConfig(lr="0.1"), TypeError, "lr must be a number, got '0.1'"),
+        (lambda: SLR(_model(), spec, update_every=True), ValueError, "update_every must be an integer ≥ 0"),
+        (lambda: PruneSpec.uniform(True), SpecError, "prune ratio True is a bool"),
+        (lambda: SLR(_tied_model(), PruneSpec([Rule("1.*", ratio=0.5), Rule("2.*", ratio=0.7)])), SpecError,
+         "'2.weight' and '1.weight' are one tied tensor"),
     ]
 
 
-@pytest.mark.parametrize("i", range(30))
+def _meta_model() -> torch.nn.Module:
+    with torch.device("meta"):
+        return _model()
+
+
+def _tied_model() -> torch.nn.Module:
+    """Four linear layers, the second and third sharing one weight."""
+    model = torch.nn.Sequential(*(torch.nn.Linear(8, 8) for _ in range(4)))
+    model[2].weight = model[1].weight
+    return model
+
+
+@pytest.mark.parametrize("i", range(46))
 def test_bad_api_input(i):
     build, error, message = _api_cases()[i]
     with pytest.raises(error) as e:
@@ -238,4 +299,4 @@ def test_bad_api_input(i):
 
 
 def test_the_api_corpus_is_all_parametrized():
-    assert len(_api_cases()) == 30
+    assert len(_api_cases()) == 46

@@ -152,3 +152,12 @@ def test_task_options_from_the_command_line(capsys):
     assert code == 2 and "KEY one of" in err and "griding_num" in err
     code, _, err = run(capsys, "describe", "--task", "lane", "--augment", "light", "--ratio", 0.5)
     assert code == 2 and "--task lane takes no --augment" in err
+
+
+def test_a_solver_flag_only_some_compared_methods_use_is_noted_once(capsys, tmp_path):
+    code, _, err = run(capsys, "compare", "--methods", "slr,magnitude", "--rho", "0.2", "--ratio", "0.5", "--epochs", 1,
+                       "--finetune-epochs", 0, "--bn-batches", 0, "--no-progress", "--out", tmp_path / "cmp")
+    assert code == 0, err
+    assert err.count("note: --rho applies to slr only; magnitude runs without it") == 1
+    options = json.loads((tmp_path / "cmp" / "report.json").read_text())["settings"]["solver_options"]
+    assert options["slr"]["rho"] == 0.2 and "rho" not in options["magnitude"]

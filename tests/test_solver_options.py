@@ -268,3 +268,19 @@ def test_python_prune_and_the_command_line_run_the_same_schedule(tmp_path, metho
           bn_batches=0, out_dir=tmp_path / "py")
     cli, py = (load_artifact(tmp_path / d / "pruned.pt").settings["solver_options"] for d in ("cli", "py"))
     assert cli == py and py["rho_end"] == rho_end and py["rho"] == 0.1
+
+
+def test_update_every_longer_than_an_epoch_is_refused_when_the_run_is_planned():
+    solver = SLR(mlp(), spec(), update_every=11)
+    with pytest.raises(ValueError, match=r"--update-every 11 is longer than an epoch of 10 batches.*1\.\.10"):
+        solver.begin(2, 10)
+    assert SLR(mlp(), spec(), update_every=10).begin(2, 10) == 2  # one update at the end of each epoch
+
+
+def test_train_config_integers_are_integers():
+    import numpy as np
+
+    assert TrainConfig(epochs=np.int64(3)).epochs == 3
+    for bad in (1.5, 2.0, True):
+        with pytest.raises(TypeError, match="epochs must be an integer"):
+            TrainConfig(epochs=bad)

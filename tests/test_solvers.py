@@ -273,3 +273,30 @@ def test_invalid_hyperparameters():
         ADMM(mlp(), all_layers(), rho=0.0)
     with pytest.raises(TypeError, match="closure"):
         SLR(mlp(), all_layers()).step(None)
+
+
+def test_load_state_dict_refuses_a_state_of_another_ratio_and_loads_an_older_state():
+    a = SLR(mlp(), all_layers(0.5))
+    with pytest.raises(StateError, match=r"ratio=0.5.*ratio=0.7"):
+        SLR(mlp(), all_layers(0.7)).load_state_dict(a.state_dict())
+    older = {k: v for k, v in a.state_dict().items() if k != "sets"}  # saved before sets were recorded
+    SLR(mlp(), all_layers(0.5)).load_state_dict(older)
+
+
+def test_tied_weights_are_pruned_once_under_their_first_name(capsys):
+    model = mlp()
+    model[4] = nn.Linear(16, 16)
+    model.append(nn.Linear(16, 3))
+    model[4].weight = model[2].weight  # one tensor, two names
+    solver = SLR(model, PruneSpec.uniform(0.5))
+    assert solver.names == ["2.weight"] and "'4.weight' is the same tensor as '2.weight'" in capsys.readouterr().err
+    solver.hard_prune()
+    assert model[4].weight.count_nonzero() == model[4].weight.numel() // 2
+
+
+def test_numpy_ratios_are_numbers_and_stored_as_floats():
+    import numpy as np
+
+    rule = PruneSpec.uniform(np.float32(0.5)).rules[0]
+    assert rule.ratio == 0.5 and type(rule.ratio) is float
+    assert PruneSpec.from_yaml(PruneSpec.uniform(np.float64(0.25)).to_yaml()).rules[0].ratio == 0.25

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import platform
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
     from ..task import Task
 
 __all__ = ["HelpFormatter", "task_args", "train_args", "spec_args", "solver_args", "bn_args", "run_folder_args",
-           "make_task", "make_spec", "check_out", "train_config", "solver_options", "load_model",
-           "write_run_files", "environment"]
+           "make_task", "make_spec", "check_out", "train_config", "solver_options", "method_configs", "check_cadences",
+           "load_model", "write_run_files", "environment"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -146,11 +147,15 @@ def make_spec(args: argparse.Namespace, task: Task | None = None):
                "include_first": args.include_first, "include_last": args.include_last}
     given = [x for x in ("spec", "ratio", "ratios") if getattr(args, x) is not None]
     inline = getattr(args, "spec_inline", None)
+    if args.global_budget and (args.spec or args.ratios or args.form != "unstructured"):
+        got = _spec_flags(argparse.Namespace(**{**vars(args), "global_budget": False}))
+        raise SpecError(f"--global-budget takes --ratio with --form unstructured (got {got})")
     items = getattr(args, "form_option", [])
     if items and (args.spec or (inline is not None and not given)):
         raise SpecError("--form-option sets a parameter of --form; a spec gives it in its rule's 'options'")
     form_options = parse_form_options(args.form, items)
     if inline is not None and not given:
+        _refuse_spec_flags(args, "the config's spec")
         return PruneSpec.from_dict(inline)
     if not form_has_ratio(args.form) and "spec" not in given:
         if args.ratios or args.ratio:
@@ -160,9 +165,8 @@ def make_spec(args: argparse.Namespace, task: Task | None = None):
     if len(given) != 1:
         raise SpecError("give exactly one of --spec FILE, --ratio R or --ratios 'glob=R,...' "
                         f"(got {', '.join('--' + g for g in given) or 'none'})")
-    if args.global_budget and (args.spec or args.ratios or args.form != "unstructured"):
-        raise SpecError("--global-budget takes --ratio with --form unstructured")
     if args.spec:
+        _refuse_spec_flags(args, f"--spec {args.spec}")
         return PruneSpec.load(args.spec)
     if args.ratios:
         ratios = parse_ratios(args.ratios, "--ratios")
@@ -171,6 +175,24 @@ def make_spec(args: argparse.Namespace, task: Task | None = None):
     if args.global_budget:
         return PruneSpec.global_budget(args.ratio, **options)
     return PruneSpec.uniform(args.ratio, form=args.form, form_options=form_options, **options)
+
+
+def _spec_flags(args: argparse.Namespace) -> str:
+    """The spec-shaping flags the user set (all but --form have a False/empty default)."""
+    flags = [f"--form {args.form}" if args.form != "unstructured" else "",
+             "--spec" if args.spec else "", "--ratios" if args.ratios else "",
+             "--global-budget" if args.global_budget else "", "--exclude" if args.exclude else "",
+             "--include-first" if args.include_first else "", "--include-last" if args.include_last else ""]
+    return ", ".join(f for f in flags if f)
+
+
+def _refuse_spec_flags(args: argparse.Namespace, source: str) -> None:
+    """A spec file (or a config's spec) says what to prune; flags that would shape a spec built
+    from --ratio do not apply to it, and are refused rather than dropped."""
+    flags = _spec_flags(argparse.Namespace(**{**vars(args), "spec": None, "ratios": None}))
+    if flags:
+        raise SpecError(f"{source} defines what to prune, so {flags} would be ignored: set it in the spec "
+                        "(rules, exclude, include_first, include_last) or use --ratio")
 
 
 def make_task(args: argparse.Namespace, artifact: Artifact | None = None):
@@ -239,6 +261,59 @@ def solver_options(args: argparse.Namespace, method: str) -> dict[str, Any]:
     from .options import entry_options
 
     return entry_options(args, SOLVERS.get(method))
+
+
+def method_configs(args: argparse.Namespace, methods: list[str],
+                   exempt: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """{method: SolverConfig} from the solver flags each method uses.  A solver flag the user gave
+    that no method uses is refused; one that only some use is noted once (compare shares one command
+    line).  A method that does not train (one-shot magnitude) uses no cadence flag.  `exempt`: flags
+    checked elsewhere (the layer-wise ones under --reconstruct)."""
+    from ..solvers import CadenceConfig, solver_config
+    from .options import given_entry_flags
+
+    cadence = {f.name for f in dataclasses.fields(CadenceConfig)}
+    given = {flag: name for flag, name in given_entry_flags(args, SOLVERS.entries()).items() if flag not in exempt}
+    users: dict[str, list[str]] = {flag: [] for flag in given}
+    configs = {}
+    for method in methods:
+        options = solver_options(args, method)
+        config = solver_config(method, options)
+        if not config.trains and cadence & set(options):
+            config = solver_config(method, {k: v for k, v in options.items() if k not in cadence})
+        used = set(options) - (set() if config.trains else cadence)
+        for flag, name in given.items():
+            if name in used:
+                users[flag].append(method)
+        configs[method] = config
+    for flag, names in users.items():
+        others = [m for m in methods if m not in names]
+        if not names:
+            when = " when they train" if given[flag] in cadence else ""
+            raise ValueError(f"--{flag} applies to method {', '.join(_users(flag))}{when}, not to "
+                             f"{', '.join(methods)} as configured: drop it or choose a method that uses it")
+        if others:
+            print(f"note: --{flag} applies to {', '.join(names)} only; {', '.join(others)} runs without it",
+                  file=sys.stderr)
+    return configs
+
+
+def check_cadences(task: Task, configs: Iterable[Any]) -> None:
+    """Refuse, before any training, an --update-every longer than an epoch of the task's loader
+    (the solver's `begin` checks the same, exactly, once training starts)."""
+    every = [c for c in configs if c.trains and c.cadence.update_every]
+    if every:
+        batches = len(task.train_loader())
+        for config in every:
+            config.cadence.check(batches)
+
+
+def _users(flag: str) -> list[str]:
+    """The registered solvers that have the option of `--flag`."""
+    from ..config import flag_name
+
+    return [e.name for e in SOLVERS.entries()
+            if any(flag_name(f) == flag and f.metadata.get("help") for f in dataclasses.fields(e.options))]
 
 
 def load_model(args: argparse.Namespace, need_checkpoint: bool = True):

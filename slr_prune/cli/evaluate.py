@@ -15,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint from train, prune or finetune")
     p.add_argument("--sweep", default=None,
                    help="also hard-prune (magnitude, no retraining) at these ratios, e.g. 0.5,0.7,0.9")
-    p.add_argument("--form", default="unstructured", help="sparsity form of the --sweep")
+    p.add_argument("--form", default=None,
+                   help="sparsity form of the --sweep, one with a ratio (default: unstructured)")
     bn_args(p)
 
 
@@ -30,8 +31,20 @@ def run(args: argparse.Namespace) -> None:
     from ..engine import resolve_device
     from ..evaluate import sparsity_sweep
     from ..metrics import cost_summary
+    from ..sets import check_ratio
+    from ..spec import FORMS, Rule, form_has_ratio
 
     ratios = _ratios(args.sweep) if args.sweep else []
+    if args.form is not None and not ratios:
+        raise ValueError(f"--form {args.form} sets the form of --sweep; add --sweep RATIOS or drop --form")
+    args.form = args.form or "unstructured"
+    if ratios and not form_has_ratio(args.form):
+        valid = ", ".join(f for f in FORMS.list() if form_has_ratio(f))
+        raise ValueError(f"--form {args.form} fixes its own density, so the --sweep ratios {args.sweep} would all "
+                         f"give the same model; sweep a form with a ratio ({valid})")
+    Rule("*", form=args.form)  # an unknown form and a bad ratio fail before the model is evaluated
+    for ratio in ratios:
+        check_ratio(ratio, "--sweep")
     task, model, _ = load_model(args)
     device = resolve_device(args.device)
     model.to(device)

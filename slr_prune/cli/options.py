@@ -25,7 +25,8 @@ from typing import Any
 from ..config import Config, flag_name
 from ..registry import Entry
 
-__all__ = ["add_config_flags", "config_values", "add_entry_options", "entry_options", "convert"]
+__all__ = ["add_config_flags", "config_values", "add_entry_options", "entry_options", "given_entry_flags",
+           "unused_flags", "convert"]
 
 
 @functools.cache
@@ -164,3 +165,20 @@ def entry_options(args: argparse.Namespace, entry: Entry) -> dict[str, Any]:
         if value is not None:  # flags default to None: only what the user gave
             given[f.name] = value
     return given
+
+
+def given_entry_flags(args: argparse.Namespace, entries: Iterable[Entry]) -> dict[str, str]:
+    """{flag: field name} of the entries' options the user gave (flags default to None: a flag that
+    is not None was given, on the command line or in --config)."""
+    given = {}
+    for entry in entries:
+        for f in _flagged(entry.options):
+            if getattr(args, _dest(f), None) is not None:
+                given[flag_name(f)] = f.name
+    return given
+
+
+def unused_flags(args: argparse.Namespace, entries: Iterable[Entry], chosen: Entry | None) -> list[str]:
+    """The flags of `entries` the user gave that `chosen` (None: no entry) has no option for."""
+    mine = {f.name for f in dataclasses.fields(chosen.options)} if chosen is not None else set()
+    return [flag for flag, name in given_entry_flags(args, entries).items() if name not in mine]

@@ -9,13 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..config import flag_name
 from ..engine.reconstruct import check_reconstruction
-from ..solvers import SOLVERS, solver_config
+from ..solvers import SOLVERS
 from .common import (
     bn_args,
+    check_cadences,
     check_out,
     load_model,
     make_spec,
+    method_configs,
     run_folder_args,
     solver_args,
     solver_options,
@@ -55,8 +58,10 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
         print("note: no --checkpoint given; pruning a randomly initialised model", file=sys.stderr)
     spec = make_spec(args, task)
     spec.resolve(model)  # fail before any training if the spec does not fit
-    configs = {e.name: solver_config(e.name, solver_options(args, e.name)) for e in entries}  # checks values
     reconstruct = reconstruction(args, methods)
+    layerwise = frozenset(flag_name(f) for f in dataclasses.fields(SOLVERS.get("layerwise").options))
+    configs = method_configs(args, methods, exempt=layerwise)  # checks values, and flags no method uses
+    check_cadences(task, configs.values())
     for e in entries:  # and whether the spec suits each method (building a solver leaves the model as is)
         solver = e.build(model, spec, configs[e.name])
         if reconstruct is not None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..solvers import SOLVERS, solver_config
+from ..solvers import SOLVERS
 from .common import (
     bn_args,
+    check_cadences,
     check_out,
     make_spec,
     make_task,
+    method_configs,
     run_folder_args,
     solver_args,
-    solver_options,
     spec_args,
     task_args,
     train_args,
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> None:
         OPS.get(name)  # unknown operation names fail before the search
     task = make_task(args)
     spec = make_spec(args, task)
-    options = solver_config(args.method, solver_options(args, args.method))  # checked before the search
+    options = method_configs(args, [args.method])[args.method]  # checked before the search
+    check_cadences(task, [options])
     result = search_prune(task, spec, args.method, search_config=config, train=train_config(args, prefix="train_"),
                           prune_train=train_config(args), finetune=train_config(args, prefix="finetune_",
                                                                                  schedule="constant"),

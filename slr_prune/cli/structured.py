@@ -18,7 +18,7 @@ from typing import Any
 from ..structured.criteria import CRITERIA
 from ..structured.workflow import LatencyOptions
 from .common import check_out, load_model, solver_args, task_args, train_args, train_config, write_run_files
-from .options import add_config_flags, add_entry_options, config_values, entry_options
+from .options import add_config_flags, add_entry_options, config_values, entry_options, unused_flags
 
 NAME = "structured"
 HELP = ("structured pruning: score filters with a registered criterion, remove them for real through "
@@ -65,6 +65,20 @@ def _criterion_options(args: argparse.Namespace) -> dict[str, Any]:
     if solver:
         options.update(train=train_config(args, prefix="solver_"), solver_options=solver_options(args, solver))
     return options
+
+
+def _refuse_unused(args: argparse.Namespace, entry: Any, solver: str | None) -> None:
+    """Criterion and solver flags that the chosen criterion (and its solver, if it trains) has no
+    option for are refused rather than dropped."""
+    from ..solvers import SOLVERS
+
+    unused = unused_flags(args, CRITERIA.entries(), entry)
+    training = [SOLVERS.get(n) for n in SOLVERS.list(trains=True)]
+    unused += unused_flags(args, training, SOLVERS.get(solver) if solver else None)
+    if unused:
+        flags = ", ".join("--" + f for f in unused)
+        raise ValueError(f"{flags} does not apply to --criterion {args.criterion}: drop it, or choose a criterion "
+                         "that uses it (--help lists each option's criteria and methods)")
 
 
 def _fmt_int(n: float) -> str:
@@ -126,6 +140,8 @@ def run(args: argparse.Namespace) -> None:
         _evaluate_saved(args)
         return
     ratios = parse_ratios(args.ratios, "--ratios") if args.ratios else None
+    entry = CRITERIA.get(args.criterion)
+    _refuse_unused(args, entry, entry.traits.get("solver"))
     check_out(args.out)
     task, model, checkpoint = load_model(args, need_checkpoint=False)
     if checkpoint is None:

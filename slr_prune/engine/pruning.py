@@ -25,6 +25,7 @@ from ..masks import Masks
 from ..metrics import cost_summary
 from ..sets import ConstraintSet
 from ..solvers import SOLVERS, SolverConfig, solver_config
+from ..solvers.base import check_materialised
 from ..spec import PruneSpec
 from ..task import Task, task_name
 from ..utils import state_digest
@@ -100,9 +101,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     """
     entry = SOLVERS.get(method)
     config = solver_config(method, solver_options)
-    check_bn_batches(bn_batches)  # before any compute
-    if reconstruct is not None and not isinstance(reconstruct, Reconstruction):
-        raise TypeError(f"reconstruct must be a Reconstruction or None, got {type(reconstruct).__name__}")
+    _check_inputs(model, bn_batches, reconstruct)
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
@@ -153,6 +152,14 @@ def _finished(model: nn.Module, path: Path, settings: dict[str, Any]) -> PruneRe
     saved.build(model, f"{str(path)!r}")
     print(f"note: {str(path)!r} is a finished run with these settings; nothing to do (its result is reported)")
     return PruneResult(**saved.result)
+
+
+def _check_inputs(model: nn.Module, bn_batches: int, reconstruct: Reconstruction | None) -> None:
+    """What prune() refuses before any compute (a meta-device model: one line, not torch's error)."""
+    check_bn_batches(bn_batches)
+    check_materialised(model)
+    if reconstruct is not None and not isinstance(reconstruct, Reconstruction):
+        raise TypeError(f"reconstruct must be a Reconstruction or None, got {type(reconstruct).__name__}")
 
 
 def _settings(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, ConstraintSet], method: str,

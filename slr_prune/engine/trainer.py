@@ -12,6 +12,7 @@ the same data order and augmentations as an uninterrupted one.
 from __future__ import annotations
 
 import math
+import numbers
 import random
 import re
 import time
@@ -73,9 +74,22 @@ class TrainConfig:
         d = {k: v for k, v in asdict(self).items() if k not in self.RUN_ONLY and k != "settings"}
         return {**d, **self.settings}
 
+    INTEGERS = (("epochs", 0), ("step_epochs", 1), ("probe_batches", 0), ("log_every", 1))
+    """Integer fields and their least value: a float (1.5) or a bool is refused, not rounded."""
+
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be ≥ 0, got {self.epochs}")
+        for name, low in self.INTEGERS:
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_):
+                raise TypeError(f"{name} must be an integer ≥ {low}, got {value!r} ({type(value).__name__})")
+            if value < low:
+                raise ValueError(f"{name} must be ≥ {low}, got {value}")
+            setattr(self, name, int(value))
+        for name in ("lr", "momentum", "weight_decay", "gamma"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+            setattr(self, name, float(value))
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step", "constant"):

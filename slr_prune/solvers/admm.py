@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import option
+from ..config import is_int, option
 from ..sets import ConstraintSet
 from ..spec import PruneSpec
 from .base import Closure, PenaltySolver, register_solver
@@ -32,7 +32,7 @@ class ADMMConfig(PenaltyConfig):
     """Best on validation in the solver study (digits CNN and ResNet-20) of ρ_end 3…300."""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.interval, int) and self.interval >= 1):
+        if not (is_int(self.interval) and self.interval >= 1):
             raise ValueError(f"interval must be a positive integer, got {self.interval!r}")
         super().__post_init__()
 

@@ -8,13 +8,14 @@ added to `.grad` after `backward()` by two fused multi-tensor ops, outside autog
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import StateError
+from ..errors import SpecError, StateError
 from ..masks import Masks
 from ..registry import Registry
 from ..sets import ConstraintSet, Projector
@@ -22,7 +23,8 @@ from ..spec import PruneSpec
 from ..utils import weights_set_to
 from .config import PenaltyConfig, SolverConfig
 
-__all__ = ["Solver", "PenaltySolver", "Closure", "cubic_fraction", "SOLVERS", "register_solver", "solver_config"]
+__all__ = ["Solver", "PenaltySolver", "Closure", "cubic_fraction", "SOLVERS", "register_solver", "solver_config",
+           "check_materialised"]
 
 Closure = Callable[[], float | Tensor]
 
@@ -77,11 +79,12 @@ class Solver:
         elif not isinstance(spec, PruneSpec):
             raise TypeError(f"spec must be a PruneSpec or a mapping of parameter name to ConstraintSet, "
                             f"got {type(spec).__name__}")
+        check_materialised(model)
         self.cadence = self.config.cadence
         self.batches_per_epoch = 0
         self.model = model
         self.spec = spec
-        self.projector = Projector(spec if isinstance(spec, dict) else spec.resolve(model),
+        self.projector = Projector(_unshared(model, spec if isinstance(spec, dict) else spec.resolve(model)),
                                    strategy=self.config.strategy)
         self.names = self.projector.names()
         params = dict(model.named_parameters())
@@ -99,6 +102,7 @@ class Solver:
     def begin(self, epochs: int, batches_per_epoch: int) -> int:
         """Plan a run of `epochs` × `batches_per_epoch` steps (the Trainer calls this before its
         first epoch, also on resume); returns the number of `step()` calls the run will make."""
+        self.cadence.check(batches_per_epoch)
         self.batches_per_epoch = batches_per_epoch
         return epochs * self.cadence.calls_per_epoch(batches_per_epoch)
 
@@ -153,6 +157,7 @@ class Solver:
         return {
             "solver": type(self).__name__,
             "names": list(self.names),
+            "sets": self._sets_record(),
             "tensors": {k: {n: t.detach().clone() for n, t in zip(self.names, ts, strict=True)}
                         for k, ts in self._tensor_state().items()},
             "scalars": self._scalar_state(),
@@ -160,11 +165,19 @@ class Solver:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` saved; a state of another solver, other parameters or other
+        sets (a ratio, a form) is refused with StateError before anything is changed."""
+        missing = [k for k in ("solver", "names", "tensors", "scalars", "history")
+                   if not isinstance(state, Mapping) or k not in state]
+        if missing:
+            raise StateError(f"not a solver state: {type(state).__name__} without {', '.join(missing)} (give what "
+                             f"{type(self).__name__}.state_dict() returned)")
         if state.get("solver") != type(self).__name__:
             raise StateError(f"state was saved by {state.get('solver')!r}, not {type(self).__name__}")
         if list(state["names"]) != self.names:
             missing = sorted(set(self.names) ^ set(state["names"]))
             raise StateError(f"state covers other parameters than this solver; differing: {missing[:5]}")
+        self._check_sets(state.get("sets"))
         for key, target in self._tensor_state().items():
             saved = state["tensors"][key]
             for n, t in zip(self.names, target, strict=True):
@@ -180,6 +193,21 @@ class Solver:
         for k, v in scalars.items():
             setattr(self, k, v)
         self.history = [dict(h) for h in state["history"]]
+
+    def _sets_record(self) -> dict[str, str]:
+        """Each pruned tensor's set (form, ratio, ...) as text: what a loaded state must match."""
+        return {n: repr(self.projector.sets[n]) for n in self.names}
+
+    def _check_sets(self, saved: Mapping[str, str] | None) -> None:
+        """Refuse a state whose sets (a ratio, a form) differ from this solver's; a state saved before
+        sets were recorded (no "sets") cannot be checked and loads as before."""
+        if saved is None:
+            return
+        mine = self._sets_record()
+        for n in self.names:
+            if saved.get(n) != mine[n]:
+                raise StateError(f"state was saved for {n!r} as {saved.get(n)}, but this {type(self).__name__} "
+                                 f"prunes it as {mine[n]}; load it into a solver with the same spec")
 
     def _check_scalar(self, name: str, value: Any, current: Any) -> None:
         """A saved scalar must have the current one's type and be finite and ≥ 0 (subclasses add bounds)."""
@@ -306,9 +334,37 @@ class PenaltySolver(Solver):
         return weights_set_to(self.params, values)
 
 
+def check_materialised(model: nn.Module) -> None:
+    """A model built on the meta device has shapes but no values: nothing to prune yet."""
+    meta = [n for n, p in model.named_parameters() if p.is_meta]
+    if meta:
+        raise ValueError(f"the model's parameters are on the meta device ({meta[0]!r} and {len(meta) - 1} more); "
+                         "materialise them (to_empty + load weights) first")
+
+
+def _unshared(model: nn.Module, sets: Mapping[str, ConstraintSet]) -> dict[str, ConstraintSet]:
+    """`sets` with each tensor once: a tied weight (one parameter under two names) is pruned once,
+    under the name `named_parameters()` gives it; its names must not ask for different sets."""
+    canonical = {id(p): n for n, p in model.named_parameters()}
+    every = dict(model.named_parameters(remove_duplicate=False))
+    out: dict[str, ConstraintSet] = {}
+    asked_by: dict[str, str] = {}  # the name whose set `out[first]` is
+    for name, s in sets.items():
+        first = canonical[id(every[name])]
+        if first in out and out[first] != s:
+            raise SpecError(f"{name!r} and {asked_by[first]!r} are one tied tensor, but the spec gives them different "
+                            f"sets ({s} and {out[first]}); give both names the same rule")
+        if first != name:
+            print(f"note: {name!r} is the same tensor as {first!r} (tied weights); it is pruned once, as {first!r}",
+                  file=sys.stderr)
+        out.setdefault(first, s)
+        asked_by.setdefault(first, name)
+    return out
+
+
 def _checked_sets(model: nn.Module, sets: Mapping[str, ConstraintSet]) -> dict[str, ConstraintSet]:
     """Resolved sets given directly (e.g. by the allocator or a structured criterion), checked."""
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))
     for name, s in sets.items():
         if name not in params:
             raise ValueError(f"sets: {name!r} is not a parameter of the model")

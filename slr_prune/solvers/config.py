@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from ..config import Config, option
+from ..config import Config, is_int, option
 from .schedules import Cadence, RhoSchedule
 
 __all__ = ["SolverConfig", "CadenceConfig", "PenaltyConfig", "with_default"]
@@ -70,9 +70,9 @@ class CadenceConfig(SolverConfig):
     updates_per_epoch: int = option(1, "multiplier updates spread evenly over each epoch")
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.update_every, int) and self.update_every >= 0):
+        if not (is_int(self.update_every) and self.update_every >= 0):
             raise ValueError(f"update_every must be an integer ≥ 0 (0: once per epoch), got {self.update_every!r}")
-        if not (isinstance(self.updates_per_epoch, int) and self.updates_per_epoch >= 1):
+        if not (is_int(self.updates_per_epoch) and self.updates_per_epoch >= 1):
             raise ValueError(f"updates_per_epoch must be a positive integer, got {self.updates_per_epoch!r}")
 
     @property
@@ -118,7 +118,7 @@ class PenaltyConfig(CadenceConfig):
             raise ValueError(f"rho_end must be a number ≥ rho ({rho}), got {rho_end!r}")
         if rho_end is not None and (rho_growth != 1.0 or rho_max is not None):
             raise ValueError("give either rho_end (a geometric schedule over the run) or rho_growth/rho_max")
-        if not (isinstance(self.ramp, int) and self.ramp >= 0):
+        if not (is_int(self.ramp) and self.ramp >= 0):
             raise ValueError(f"ramp must be an integer ≥ 0 (0: the full target from the start), got {self.ramp!r}")
         if not rho_growth >= 1.0:
             raise ValueError(f"rho_growth must be ≥ 1 (1 keeps rho fixed), got {rho_growth!r}")

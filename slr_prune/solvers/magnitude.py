@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from ..config import option
+from ..config import is_int, option
 from ..errors import StateError
 from ..sets import ConstraintSet
 from ..spec import PruneSpec
@@ -41,7 +41,7 @@ class MagnitudeConfig(CadenceConfig):
     def __post_init__(self) -> None:
         if self.schedule not in get_args(Schedule):
             raise ValueError(f"schedule must be 'oneshot' or 'cubic', got {self.schedule!r}")
-        if not (self.steps is None or (isinstance(self.steps, int) and self.steps >= 1)):
+        if not (self.steps is None or (is_int(self.steps) and self.steps >= 1)):
             raise ValueError(f"steps must be a positive integer or None (the whole run), got {self.steps!r}")
         super().__post_init__()
 

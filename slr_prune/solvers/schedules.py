@@ -19,6 +19,15 @@ class Cadence:
     update_every: int = 0
     updates_per_epoch: int = 1
 
+    def check(self, batches_per_epoch: int) -> None:
+        """Refuse an `update_every` longer than an epoch of `batches_per_epoch` optimizer steps: `due`
+        would never fire and the solver would silently become plain training.  (More
+        `updates_per_epoch` than batches is documented as one update per batch.)"""
+        b = batches_per_epoch
+        if b > 0 and self.update_every > b:
+            raise ValueError(f"--update-every {self.update_every} is longer than an epoch of {b} batches, so no "
+                             f"multiplier update would run; give 1..{b}, or 0 (--updates-per-epoch)")
+
     def calls_per_epoch(self, batches_per_epoch: int) -> int:
         """`step()` calls in an epoch of `batches_per_epoch` optimizer steps (at least 1)."""
         if self.update_every:
