@@ -14,8 +14,10 @@ from torch import nn
 from ..registry import Registry, UnknownNameError
 from .cifar_resnet import CifarResNet
 from .digits_cnn import DigitsCNN
+from .vit import TinyViT, torchvision_swin, torchvision_vit
 
-__all__ = ["MODELS", "register_model", "create_model", "list_models", "resolve_model", "CifarResNet", "DigitsCNN"]
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "resolve_model", "CifarResNet", "DigitsCNN",
+           "TinyViT"]
 
 MODELS: Registry[nn.Module] = Registry("model", defaults={"task": "classification", "aliases": ()})
 """Architectures by name.  Traits: `task`, the task that trains the model (its builder's keyword
@@ -110,6 +112,12 @@ for _depth in (20, 32, 44, 56, 110):
         lambda num_classes=10, image_size=32, in_channels=3, d=_depth: CifarResNet(d, num_classes, in_channels))
 register_model("digits_cnn")(
     lambda num_classes=10, image_size=32, in_channels=3: DigitsCNN(num_classes, in_channels))
+for _arch, _patch in (("vit_b_16", 16), ("vit_b_32", 32)):
+    register_model(_arch, help=f"{_arch} vision transformer (torchvision; image size a multiple of {_patch})")(
+        torchvision_vit(_arch, _patch))
+register_model("swin_t", help="swin_t Swin transformer (torchvision)")(torchvision_swin("swin_t"))
+register_model("vit_tiny", help="tiny ViT for 8×8 digits (patch 2, dim 64, depth 4, 4 heads, MLP 128)")(
+    lambda num_classes=10, image_size=8, in_channels=1: TinyViT(num_classes, image_size, in_channels))
 
 
 def _yolo(name: str) -> Callable[..., nn.Module]:
