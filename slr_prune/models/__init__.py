@@ -1,8 +1,9 @@
 """Model registry (timm-style): `create_model(name, ...)` builds an architecture by name, never
 downloading weights.  Every family is here, each entry tagged with the task that trains it:
 classifiers (`num_classes`, `image_size`, `in_channels`; torchvision ones get CIFAR stems when
-the input is small, ≤ 64 px, the usual practice for 32×32 data), YOLOv3 detectors (`nc`, `names`,
-`seed`; ultralytics loads only when one is built) and UFLD lane detectors (the head options).
+the input is small, ≤ 64 px, the usual practice for 32×32 data; vision transformers in vit.py),
+YOLOv3 detectors (`nc`, `names`, `seed`; ultralytics loads only when one is built) and UFLD lane
+detectors (the head options).
 """
 
 from __future__ import annotations
