@@ -15,7 +15,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 from slr_prune import PruneSpec
 from slr_prune.adapters import ClassificationTask
-from slr_prune.engine import TrainConfig, prune
+from slr_prune.engine import TrainConfig, Trainer, prune
 from slr_prune.layerwise import full_passes, layer_gram
 from slr_prune.models import create_model, list_models
 from slr_prune.solvers import SOLVERS
@@ -36,8 +36,7 @@ def _assert_exact(model: nn.Module, sets: dict) -> None:
 
 
 # ---- torchvision models: build, forward at 224, exact magnitude pruning (no training) -------------
-@pytest.mark.parametrize("name", [pytest.param("vit_b_16", marks=pytest.mark.slow),  # 86M weights: 6 s
-                                  pytest.param("vit_b_32", marks=pytest.mark.slow), "swin_t"])
+@pytest.mark.parametrize("name", list(FIRST_LAST))  # 2-3 s each on 2 shared cores
 def test_torchvision_transformers_build_forward_and_prune_exactly(name):
     torch.manual_seed(0)
     model = create_model(name, 10, 224, 3).eval()
@@ -110,7 +109,6 @@ SMALL = {"vit": lambda: VisionTransformer(32, 8, 2, 2, 16, 32, num_classes=3),
          "swin": lambda: SwinTransformer([4, 4], 16, [2, 2], [2, 2], [4, 4], num_classes=3)}
 
 
-@pytest.mark.slow  # about 10 s on 2 shared cores
 @pytest.mark.parametrize("arch", list(SMALL))
 def test_small_torchvision_transformers_under_every_solver(arch, tmp_path):
     write_image_folders(tmp_path)
@@ -137,8 +135,6 @@ def tiny_vit():
     torch.manual_seed(0)
     task = ClassificationTask("vit_tiny", "digits", batch_size=32, seed=0)
     model = task.build_model()
-    from slr_prune.engine import Trainer
-
     start = time.perf_counter()
     Trainer(task, model, TrainConfig(epochs=20, lr=0.002, optimizer="adam", device="cpu", progress=False),
             desc="dense").fit()
@@ -146,7 +142,7 @@ def tiny_vit():
     return task, model
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # about 20 s with the dense training (14 s)
 def test_tiny_vit_dense_and_pruned_to_90_by_slr_and_layerwise(tiny_vit):
     task, dense = tiny_vit
     accuracy = task.evaluate(dense, CPU)["accuracy"]
