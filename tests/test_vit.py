@@ -53,7 +53,13 @@ def test_torchvision_transformers_build_forward_and_prune_exactly(name):
     assert all(torch.equal(p, dict(model.named_parameters())[n]) for n, p in embeddings.items())
 
 
-def test_vit_refuses_an_image_size_that_is_not_a_multiple_of_the_patch():
+def test_vit_sizes_and_channels():
+    """Another input size and grey images build (the patch embedding takes the channels); a ViT
+    image size that is not a multiple of the patch is refused in one line."""
+    torch.manual_seed(0)
+    for name, size in (("vit_b_32", 64), ("swin_t", 32), ("vit_tiny", 8)):
+        with torch.no_grad():
+            assert create_model(name, 10, size, 1).eval()(torch.randn(2, 1, size, size)).shape == (2, 10)
     with pytest.raises(ValueError, match="vit_b_16 needs an image size divisible by its patch size 16, got 100"):
         create_model("vit_b_16", 10, 100)
     assert {"vit_b_16", "vit_b_32", "swin_t", "vit_tiny"} <= set(list_models(task="classification"))
