@@ -43,7 +43,7 @@ def task_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--task", default=None, choices=TASKS.list(),
                    help="model family (default: the checkpoint's, else classification)")
     g.add_argument("--model", default=None, help="architecture name, e.g. digits_cnn, resnet18, resnet56, "
-                   "yolov3-tiny, ufld_resnet18 (default: the checkpoint's, else the task's)")
+                   "vit_tiny, swin_t, yolov3-tiny, ufld_resnet18 (default: the checkpoint's, else the task's)")
     g.add_argument("--dataset", default=None,
                    help="classification: digits (ships with the package), cifar10 or imagefolder (read from --data)")
     g.add_argument("--data", default=None, help="dataset root folder or data yaml (never downloaded)")

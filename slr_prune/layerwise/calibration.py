@@ -7,8 +7,10 @@ there, so a layer costs a forward pass up to itself.  `StageInputs` keeps the in
 that contains the layer (a ResNet stage, then its block) once the layers before it are final, so
 the layers inside it run only that module; stages nest.  Conv inputs are unfolded with the layer's
 stride, padding (any padding mode, 'same' included) and dilation; a grouped or depthwise conv gets
-one H per group.  Under torch.distributed each rank takes its share of the batches and the H are
-summed, so every rank solves the same problem.
+one H per group.  A projection that its attention module applies functionally (its weight passed to
+a fused kernel, its forward never called: nn.MultiheadAttention's out_proj, torchvision Swin's qkv
+and proj) is calibrated through that module (`input_source`).  Under torch.distributed each rank
+takes its share of the batches and the H are summed, so every rank solves the same problem.
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ from torch import Tensor, nn
 
 from ..bn import batchnorm_layers
 from ..evaluate import bn_state_kept
-from ..utils import model_mode
+from ..utils import model_mode, weights_set_to
 
-__all__ = ["layer_gram", "full_passes", "flat_weight", "LAYER_TYPES", "StageInputs", "calibration_mode"]
+__all__ = ["layer_gram", "full_passes", "flat_weight", "LAYER_TYPES", "StageInputs", "calibration_mode",
+           "input_source"]
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 """Layers whose reconstruction problem is defined here (a Conv1d is a Conv2d of height 1)."""
+
+
+InputOf = Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Tensor]
+"""From a call of the hooked module (module, args, kwargs): the layer's input."""
+
+_SWIN_ATTENTION = ("ShiftedWindowAttention", "ShiftedWindowAttentionV2")
 
 
 class _Captured(Exception):
@@ -77,6 +86,44 @@ def _padding(module: nn.Module, kernel: tuple[int, ...], dilation: tuple[int, ..
         return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
     ph, pw = (0, *module.padding) if isinstance(module, nn.Conv1d) else module.padding
     return (pw, pw, ph, ph)
+
+
+def _first_argument(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
+    return args[0]
+
+
+def _projection_input(layer: nn.Module) -> InputOf:
+    """The input of `layer`, a square output projection its parent applies: the parent's output
+    with the projection set to the identity (the parent's forward, hooks bypassed)."""
+    def run(parent: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
+        w, b = layer.weight, layer.bias
+        params = [w] if b is None else [w, b]
+        values = [torch.eye(w.shape[0], dtype=w.dtype, device=w.device)] + ([] if b is None else [torch.zeros_like(b)])
+        with weights_set_to(params, values):
+            out = parent.forward(*args, **kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
+    return run
+
+
+def input_source(model: nn.Module, layer: nn.Module) -> tuple[nn.Module, InputOf]:
+    """(the module to hook, how its call gives `layer`'s input): the layer itself, or the attention
+    module that applies it functionally (its forward never runs, so a hook on it never fires).  An
+    input projection (Swin's qkv) sees the attention's input tokens (its padding and shifted
+    windows are zeros and a permutation, which leave H unchanged); an output projection
+    (out_proj, proj) sees the attention's output with the projection set to the identity."""
+    for parent in model.modules():
+        for attr, child in parent.named_children():
+            if child is not layer:
+                continue
+            swin = type(parent).__name__ in _SWIN_ATTENTION and type(parent).__module__.startswith("torchvision")
+            if (isinstance(parent, nn.MultiheadAttention) and attr == "out_proj") or (swin and attr == "proj"):
+                if layer.weight.shape[0] != layer.weight.shape[1]:
+                    raise ValueError(f"output projection {attr} of {type(parent).__name__} is not square")
+                return parent, _projection_input(layer)
+            if swin and attr == "qkv":
+                return parent, _first_argument
+    return layer, _first_argument
 
 
 @contextmanager
@@ -180,15 +227,16 @@ def layer_gram(model: nn.Module, module: nn.Module, passes: Iterable[Pass],
     statistics are left as they are), so the inputs are those the pruned network will see once
     its BatchNorm is recalibrated rather than those of the dense network's stale statistics."""
     state: dict[str, Any] = {"H": None, "n": 0}
+    source, input_of = input_source(model, module)
 
-    def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
-        cols = _columns(mod, args[0].detach()).to(torch.float64)
+    def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        cols = _columns(module, input_of(mod, args, kwargs).detach()).to(torch.float64)
         gram = cols.transpose(1, 2) @ cols
         state["H"] = gram if state["H"] is None else state["H"] + gram
         state["n"] += cols.shape[1]
         raise _Captured
 
-    handle = module.register_forward_pre_hook(hook)
+    handle = source.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with calibration_mode(model, batch_stats):
             _drain(passes)

@@ -1,8 +1,9 @@
 """Model registry (timm-style): `create_model(name, ...)` builds an architecture by name, never
 downloading weights.  Every family is here, each entry tagged with the task that trains it:
 classifiers (`num_classes`, `image_size`, `in_channels`; torchvision ones get CIFAR stems when
-the input is small, ≤ 64 px, the usual practice for 32×32 data), YOLOv3 detectors (`nc`, `names`,
-`seed`; ultralytics loads only when one is built) and UFLD lane detectors (the head options).
+the input is small, ≤ 64 px, the usual practice for 32×32 data; vision transformers in vit.py),
+YOLOv3 detectors (`nc`, `names`, `seed`; ultralytics loads only when one is built) and UFLD lane
+detectors (the head options).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from torch import nn
 from ..registry import Registry, UnknownNameError
 from .cifar_resnet import CifarResNet
 from .digits_cnn import DigitsCNN
+from .vit import TinyViT, torchvision_swin, torchvision_vit
 
-__all__ = ["MODELS", "register_model", "create_model", "list_models", "resolve_model", "CifarResNet", "DigitsCNN"]
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "resolve_model", "CifarResNet", "DigitsCNN",
+           "TinyViT"]
 
 MODELS: Registry[nn.Module] = Registry("model", defaults={"task": "classification", "aliases": ()})
 """Architectures by name.  Traits: `task`, the task that trains the model (its builder's keyword
@@ -110,6 +113,12 @@ for _depth in (20, 32, 44, 56, 110):
         lambda num_classes=10, image_size=32, in_channels=3, d=_depth: CifarResNet(d, num_classes, in_channels))
 register_model("digits_cnn")(
     lambda num_classes=10, image_size=32, in_channels=3: DigitsCNN(num_classes, in_channels))
+for _arch, _patch in (("vit_b_16", 16), ("vit_b_32", 32)):
+    register_model(_arch, help=f"{_arch} vision transformer (torchvision; image size a multiple of {_patch})")(
+        torchvision_vit(_arch, _patch))
+register_model("swin_t", help="swin_t Swin transformer (torchvision)")(torchvision_swin("swin_t"))
+register_model("vit_tiny", help="tiny ViT for 8×8 digits (patch 2, dim 64, depth 4, 4 heads, MLP 128)")(
+    lambda num_classes=10, image_size=8, in_channels=1: TinyViT(num_classes, image_size, in_channels))
 
 
 def _yolo(name: str) -> Callable[..., nn.Module]:
