@@ -243,6 +243,16 @@ class PruneSpec:
             raise SpecError(f"unknown spec keys {sorted(unknown)}; valid keys are {sorted(allowed)}")
         if "rules" not in data:
             raise SpecError("a spec needs a 'rules' list")
+        if not isinstance(data["rules"], list):
+            raise SpecError(f"a spec's 'rules' must be a list of rules, got {type(data['rules']).__name__} "
+                            f"{data['rules']!r}")
+        exclude = data.get("exclude", [])
+        globs = [exclude] if isinstance(exclude, str) else exclude
+        if not isinstance(globs, list) or not all(isinstance(g, str) for g in globs):
+            raise SpecError(f"a spec's 'exclude' must be a list of parameter globs, got {exclude!r}")
+        for key in ("include_first", "include_last"):
+            if not isinstance(data.get(key, False), bool):
+                raise SpecError(f"a spec's {key!r} must be true or false, got {data[key]!r}")
         rules = []
         for i, r in enumerate(data["rules"]):
             if not isinstance(r, Mapping) or "pattern" not in r:

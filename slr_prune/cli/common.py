@@ -280,6 +280,7 @@ def write_run_files(out: str | Path, args: argparse.Namespace, results: Any, **r
     """Write args.yaml (all settings) and report.json ({settings, results, environment}) into `out`."""
     import yaml
 
+    from ..artifact import write_text_atomic
     from ..engine.distributed import is_main
     from ..report import write_json
 
@@ -289,6 +290,6 @@ def write_run_files(out: str | Path, args: argparse.Namespace, results: Any, **r
     out.mkdir(parents=True, exist_ok=True)
     run_settings = settings(args, **resolved)
     plain = json.loads(json.dumps(run_settings, default=str))
-    (out / "args.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+    write_text_atomic(yaml.safe_dump(plain, sort_keys=False), out / "args.yaml")
     return write_json(out / "report.json", {"settings": plain, "results": results,
                                             "environment": environment(getattr(args, "device", None))})
