@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 
 from .errors import StateError
 
-__all__ = ["Masks", "MaskedWeight", "check_masks", "squash", "sparsity_report"]
+__all__ = ["Masks", "MaskedWeight", "check_masks", "check_mask_sparsity", "squash", "sparsity_report"]
 
 
 class MaskedWeight(nn.Module):
@@ -135,6 +135,17 @@ def check_masks(masks: Any, model: nn.Module, where: str) -> None:
         if kept_zeros > kept - kept_zeros:
             raise StateError(f"{where}: mask {name!r} disagrees with the weights: {kept_zeros} of its {kept} kept "
                              "weights are exactly zero (an inverted or stale mask)")
+
+
+def check_mask_sparsity(masks: Mapping[str, Tensor], recorded: Any, where: str) -> None:
+    """Masks whose fraction of pruned weights is not the sparsity recorded with them (the run's
+    reached target, over the same tensors) belong to another run: refused, naming both figures."""
+    if not isinstance(recorded, float | int) or recorded != recorded or not masks:
+        return
+    pruned = 1 - sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    if abs(pruned - recorded) > 1e-3:
+        raise StateError(f"{where}: its masks prune {pruned:.2%} of the weights, but the file records a sparsity "
+                         f"of {recorded:.2%} (masks of another run)")
 
 
 def squash(model: nn.Module) -> nn.Module:

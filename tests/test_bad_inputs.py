@@ -117,6 +117,7 @@ CLI_CASES = [
     (["finetune", "--checkpoint", "{zero_masks}"], "keeps no weight of its layer"),
     (["finetune", "--checkpoint", "{stale_masks}"], "kept weights are exactly zero"),
     (["finetune", "--checkpoint", "{shape_masks}"], "has shape (3,)"),
+    (["finetune", "--checkpoint", "{other_masks}"], "but the file records a sparsity of"),
     # paths checked before compute (class 3)
     (["train", "--out", "{dense}/run"], "which is a file, not a folder"),
     (["demo", "--out", "{dense}/demo"], "which is a file, not a folder"),
@@ -167,7 +168,7 @@ def files(tmp_path_factory):
             "list_config": root / "list.yaml", "inline_bad_spec": root / "inline.yaml", "folders": root / "folders",
             "broken_folders": root / "broken", "taken": root / "taken",
             **{k: root / f"{k}.pt" for k in ("inverted_masks", "zero_masks", "stale_masks", "shape_masks",
-                                                "list_masks", "tensor_model", "evil")},
+                                                "other_masks", "list_masks", "tensor_model", "evil")},
             "rules_int": root / "rules_int.yaml", "latin1_config": root / "latin1.yaml",
             "out": root / "o"}
 
@@ -195,6 +196,11 @@ def _write_bad_masks(pruned, root):
     shape = copy.deepcopy(pruned)
     shape.masks[name] = torch.ones(3, dtype=torch.bool)
     save_artifact(shape, root / "shape_masks.pt")
+    other = copy.deepcopy(pruned)  # consistent with its weights, not with the recorded sparsity
+    big = max(other.masks, key=lambda k: other.masks[k].numel())
+    other.masks[big] = torch.ones_like(other.masks[big])
+    other.state_dict[big] = torch.where(other.state_dict[big] == 0, 0.01, other.state_dict[big])
+    save_artifact(other, root / "other_masks.pt")
 
 
 class _Evil:
