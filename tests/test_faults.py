@@ -220,13 +220,26 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
     assert "interrupted" in err and "--resume" in err
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_out_is_refused_before_compute(tmp_path, capsys):
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder this process cannot write in: chmod 555, or for root a read-only tmpfs mount."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        assert main(["demo", "--out", str(ro / "demo"), "--no-progress"]) == 2
-    finally:
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+        yield ro
         ro.chmod(0o755)
-    assert "cannot write in" in capsys.readouterr().err
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("root writes into read-only folders, and no read-only file system can be mounted here")
+    yield ro
+    subprocess.run(["umount", str(ro)], check=False)
+
+
+@pytest.mark.parametrize("argv", [["demo", "--no-progress"], ["train", "--epochs", "1", "--no-progress"]])
+def test_a_read_only_out_is_refused_before_compute(read_only, capsys, argv):
+    start = time.perf_counter()
+    assert main([*argv, "--out", str(read_only / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write in" in err and len(err.strip().splitlines()) == 1 and time.perf_counter() - start < 5
