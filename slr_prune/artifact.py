@@ -32,7 +32,7 @@ from .structure import FORMAT as STRUCTURE_FORMAT
 from .structure import apply_record, structure_record
 
 __all__ = ["FORMAT", "Artifact", "save_artifact", "load_artifact", "save_atomic", "write_bytes_atomic",
-           "write_text_atomic", "state_dict_mismatch", "digest", "is_disk_full"]
+           "write_text_atomic", "state_dict_mismatch", "digest", "is_disk_full", "pid_alive"]
 
 FORMAT = "slr_prune/2"
 
@@ -202,12 +202,12 @@ def _remove_orphans(path: Path) -> None:
     layout without a pid); another live process's file is its own write in progress."""
     for orphan in path.parent.glob(f".{path.name}.*"):
         pid = orphan.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and pid_alive(int(pid)):
             continue
         orphan.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a process `pid` exists on this machine."""
     try:
         os.kill(pid, 0)

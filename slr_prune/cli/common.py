@@ -159,8 +159,8 @@ LOCK_NAME = ".slr_prune.lock"
 def run_folder_lock(out: str | Path, command: str) -> Iterator[Path]:
     """Hold the run folder `out` for this process (an OS file lock, released when the process ends
     however it ends): a second run on the same folder is refused at once, naming the holder (pid,
-    host and command from the holder record).  A folder this call created and the run left empty is
-    removed again.  Only rank 0 of a torchrun job locks; the other ranks share its folder."""
+    host and command from the holder record).  Folders this call created are removed again if the
+    run left them empty.  Only rank 0 of a torchrun job locks; the other ranks share its folder."""
     from filelock import FileLock, Timeout
 
     from ..artifact import write_text_atomic
@@ -169,7 +169,7 @@ def run_folder_lock(out: str | Path, command: str) -> Iterator[Path]:
     if int(os.environ.get("RANK", "0")) != 0:
         yield path
         return
-    created = not path.exists()
+    created = [p for p in (path, *path.absolute().parents) if not p.exists()]  # leaf first
     path.mkdir(parents=True, exist_ok=True)
     lock = FileLock(path / LOCK_NAME, timeout=0)
     try:
@@ -187,21 +187,27 @@ def run_folder_lock(out: str | Path, command: str) -> Iterator[Path]:
         if created and {p.name for p in path.iterdir()} <= {LOCK_NAME}:
             (path / LOCK_NAME).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # another run has just begun in it
-                path.rmdir()
+                for folder in created:
+                    folder.rmdir()
         lock.release()
 
 
 def _holder(path: Path) -> str:
     """Who holds the lock of run folder `path`, from its holder record (read for up to 0.3 s: the
-    holder writes it right after taking the lock)."""
+    holder writes it right after taking the lock; a record of a dead process on this host is a
+    killed earlier holder's, about to be replaced)."""
+    from ..artifact import pid_alive
+
     for _ in range(6):
         try:
             h = json.loads((path / f"{LOCK_NAME}.json").read_text())
-            return (f"another slr-prune run (pid {h['pid']} on {h['host']}, slr-prune {h['command']}, "
-                    f"since {h['since']})")
+            if h["host"] != platform.node() or pid_alive(int(h["pid"])):
+                return (f"another slr-prune run (pid {h['pid']} on {h['host']}, slr-prune {h['command']}, "
+                        f"since {h['since']})")
         except (OSError, ValueError, KeyError, TypeError):
-            time.sleep(0.05)
-    return "another slr-prune run (its holder record is not readable)"
+            pass
+        time.sleep(0.05)
+    return "another slr-prune run (its holder record is not readable yet)"
 
 
 def run_folder_args(p: argparse.ArgumentParser, default: str) -> None:
