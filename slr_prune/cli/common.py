@@ -122,7 +122,7 @@ def check_out(out: str | Path, flag: str = "--out") -> Path:
                              f"a file or folder name has at most {NAME_MAX}")
     existing = next(p for p in (path, *path.absolute().parents) if p.exists())
     if not existing.is_dir():
-        where = "exists" if existing == path else f"lies below {str(existing)!r}, which"
+        where = "exists and" if existing == path else f"lies below {str(existing)!r}, which"
         raise FileExistsError(f"{flag} {str(out)!r} {where} is a file, not a folder; {flag} names a run folder")
     _probe_writable(existing, flag, out)
     if path.is_dir():
