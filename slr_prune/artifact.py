@@ -14,6 +14,7 @@ Files written by slr_prune 0.1 (six layouts) and plain state dicts (torchvision,
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import torch
 from torch import Tensor, nn
 
-from .errors import StateError
+from .errors import DiskFullError, StateError
 from .structure import FORMAT as STRUCTURE_FORMAT
 from .structure import apply_record, structure_record
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from .task import Task
 
 __all__ = ["FORMAT", "Artifact", "save_artifact", "load_artifact", "save_atomic", "write_bytes_atomic",
-           "state_dict_mismatch", "digest", "head_rows"]
+           "write_text_atomic", "state_dict_mismatch", "digest", "is_disk_full", "pid_alive", "head_rows"]
 
 FORMAT = "slr_prune/2"
 
@@ -167,17 +168,26 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
     return write_atomic(lambda f: f.write(data), path)
 
 
-def write_atomic(write: Callable[[BinaryIO], Any], path: str | Path) -> Path:
-    """Write through `write` to a temporary file in the same folder, fsync, then rename over `path`.
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """`text` written to `path` as UTF-8, atomically (see `write_atomic`)."""
+    return write_bytes_atomic(text.encode("utf-8"), path)
 
-    Temporary files a killed earlier write left behind are removed first; the file gets the
-    permissions of a normally created one (the user's umask), not the temporary file's 0600.
+
+def write_atomic(write: Callable[[BinaryIO], Any], path: str | Path) -> Path:
+    """Write through `write` to a temporary file in the same folder, fsync, then rename over `path`:
+    a reader sees the old file or the whole new one, never a partial or empty one.
+
+    The temporary file's name carries the writer's pid (`.NAME.PID.XXXX`); temporary files of
+    processes that are no longer alive (a killed earlier write) are removed first, those of a live
+    process are left alone.  A write that fails for want of space raises `DiskFullError` naming
+    `path`.  The file gets the permissions of a normally created one (the user's umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for orphan in path.parent.glob(f".{path.name}.*"):
-        orphan.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder; it cannot be written as a file (move it away)")
+    _remove_orphans(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -185,10 +195,42 @@ def write_atomic(write: Callable[[BinaryIO], Any], path: str | Path) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise DiskFullError(errno.ENOSPC, f"no space left on the device writing {path}", str(path)) from e
         raise
     return path
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether `e` is a failed write for want of space: ENOSPC/EDQUOT, or torch.save's RuntimeError
+    wrapping one (`[enforce fail at inline_container.cc] unexpected pos`)."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("unexpected pos" in text or "No space left" in text)
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove the temporary files of `path` whose writer process is dead (or unnamed: an older
+    layout without a pid); another live process's file is its own write in progress."""
+    for orphan in path.parent.glob(f".{path.name}.*"):
+        pid = orphan.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and pid_alive(int(pid)):
+            continue
+        orphan.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def _umask() -> int:
@@ -252,7 +294,28 @@ def _current(payload: Mapping[str, Any], where: str) -> Artifact:
     if payload.get("digest") != digest(body):
         raise StateError(f"{where} failed its integrity check: its contents do not match the digest stored "
                          "when it was written (the file was damaged or edited); re-create it or use a copy")
+    check_field_types(body, where)
     return Artifact(**body)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "task_name": (str,), "task": (Mapping,), "structure": (Mapping,), "masks": (Mapping,), "phase": (Mapping,),
+    "provenance": (Mapping,), "result": (Mapping,)}
+
+
+def check_field_types(body: Mapping[str, Any], where: str) -> None:
+    """Each field of a file has its type (None allowed where optional); state dict and masks map
+    names to tensors.  A wrong type is one line naming the field, not a traceback later."""
+    for name, types in _FIELD_TYPES.items():
+        value = body.get(name)
+        if value is not None and not isinstance(value, types):
+            raise StateError(f"{where}: field {name!r} is a {type(value).__name__}, expected "
+                             f"{'a string' if types == (str,) else 'a mapping'}")
+    for name in ("state_dict", "masks"):
+        for key, value in (body.get(name) or {}).items():
+            if not isinstance(key, str) or not isinstance(value, Tensor):
+                raise StateError(f"{where}: {name} entry {key!r} is a {type(value).__name__}, expected a tensor "
+                                 "under a parameter name")
 
 
 def _convert(payload: Mapping[str, Any], where: str) -> Artifact:
@@ -271,6 +334,7 @@ def _convert(payload: Mapping[str, Any], where: str) -> Artifact:
         result = payload.get("result") or ({k: payload[k] for k in ("metrics", "history") if k in payload}
                                            if not phase else None)
         settings = payload.get("settings")
+        check_field_types({k: payload.get(k) for k in ("task_name", "task", "masks")}, where)
         return Artifact(state_dict=dict(payload["model"]), task_name=payload.get("task_name"),
                         task=payload.get("task"), masks=payload.get("masks"), phase=phase or None,
                         provenance={"settings": settings} if settings is not None else {},

@@ -7,3 +7,11 @@ class SpecError(ValueError):
 
 class StateError(ValueError):
     """A solver or mask state that does not fit the model it is loaded into."""
+
+
+class RunFolderBusyError(RuntimeError):
+    """A run folder that another live slr-prune run holds (its lock is taken)."""
+
+
+class DiskFullError(OSError):
+    """A write that failed for want of space; `filename` names the file being written."""

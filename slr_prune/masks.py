@@ -10,6 +10,7 @@ state_dict loads into a fresh instance of the architecture.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +18,7 @@ from torch.nn.utils import parametrize
 
 from .errors import StateError
 
-__all__ = ["Masks", "MaskedWeight", "squash", "sparsity_report"]
+__all__ = ["Masks", "MaskedWeight", "check_masks", "check_mask_sparsity", "squash", "sparsity_report"]
 
 
 class MaskedWeight(nn.Module):
@@ -104,6 +105,47 @@ class Masks(Mapping[str, Tensor]):
         """Masks of the non-zeros of the named parameters (e.g. of a hard-pruned model)."""
         params = dict(model.named_parameters())
         return cls({n: params[n].detach() != 0 for n in names})
+
+
+def check_masks(masks: Any, model: nn.Module, where: str) -> None:
+    """Masks read from a file checked against the model's weights before they are used; the first
+    problem is one line naming the tensor.  Refused: a mask that is not a boolean tensor, names no
+    parameter or has its shape wrong; one that keeps no weight of its layer; one that disagrees
+    with the weights it was saved with: a non-zero weight outside the mask (a pruned weight that
+    regrew, or masks of other weights), or more exact zeros than non-zeros among the kept weights
+    (an inverted or stale mask: trained kept weights are almost never exactly zero)."""
+    if not isinstance(masks, Mapping):
+        raise StateError(f"{where}: its masks are a {type(masks).__name__}, expected a mapping of name: tensor")
+    params = dict(model.named_parameters())
+    for name, m in masks.items():
+        if not isinstance(m, Tensor) or m.dtype != torch.bool:
+            kind = m.dtype if isinstance(m, Tensor) else type(m).__name__
+            raise StateError(f"{where}: mask {name!r} must be a boolean tensor (True = kept), got {kind}")
+        if name not in params or params[name].shape != m.shape:
+            shape = tuple(params[name].shape) if name in params else "no such parameter"
+            raise StateError(f"{where}: mask {name!r} has shape {tuple(m.shape)}, the model's weight {shape}")
+        weight = params[name].detach().cpu() != 0
+        kept_zeros, kept = int((m & ~weight).sum()), int(m.sum())
+        regrown = int((weight & ~m).sum())
+        if kept == 0:
+            raise StateError(f"{where}: mask {name!r} keeps no weight of its layer (all False)")
+        if regrown:
+            raise StateError(f"{where}: mask {name!r} disagrees with the weights: {regrown} non-zero weights lie "
+                             "outside it (regrown after pruning, or the masks of other weights)")
+        if kept_zeros > kept - kept_zeros:
+            raise StateError(f"{where}: mask {name!r} disagrees with the weights: {kept_zeros} of its {kept} kept "
+                             "weights are exactly zero (an inverted or stale mask)")
+
+
+def check_mask_sparsity(masks: Mapping[str, Tensor], recorded: Any, where: str) -> None:
+    """Masks whose fraction of pruned weights is not the sparsity recorded with them (the run's
+    reached target, over the same tensors) belong to another run: refused, naming both figures."""
+    if not isinstance(recorded, float | int) or recorded != recorded or not masks:
+        return
+    pruned = 1 - sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    if abs(pruned - recorded) > 1e-3:
+        raise StateError(f"{where}: its masks prune {pruned:.2%} of the weights, but the file records a sparsity "
+                         f"of {recorded:.2%} (masks of another run)")
 
 
 def squash(model: nn.Module) -> nn.Module:

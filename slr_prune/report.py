@@ -83,10 +83,9 @@ def _sizes(costs: dict[str, Any]) -> list[str]:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=float))
-    return path
+    from .artifact import write_text_atomic
+
+    return write_text_atomic(json.dumps(data, indent=2, default=float), path)
 
 
 def describe_results(results: Sequence[PruneResult], model: str | None = None) -> str:
@@ -170,7 +169,7 @@ def plot_hard_prune_curves(results: Sequence[PruneResult], path: str | Path, tit
                            model: str | None = None) -> Path:
     """Hard-prune metric (weights projected, no retraining) after each solver epoch, per method,
     saved as a PNG; `title` heads the derived title (see `hard_prune_figure`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    hard_prune_figure(results, title, model).savefig(path)
-    return path
+    from .artifact import write_atomic
+
+    figure = hard_prune_figure(results, title, model)
+    return write_atomic(lambda f: figure.savefig(f, format="png"), path)

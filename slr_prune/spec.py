@@ -379,6 +379,16 @@ class PruneSpec:
             raise SpecError(f"unknown spec keys {sorted(unknown)}; valid keys are {sorted(allowed)}")
         if "rules" not in data:
             raise SpecError("a spec needs a 'rules' list")
+        if not isinstance(data["rules"], list):
+            raise SpecError(f"a spec's 'rules' must be a list of rules, got {type(data['rules']).__name__} "
+                            f"{data['rules']!r}")
+        exclude = data.get("exclude", [])
+        globs = [exclude] if isinstance(exclude, str) else exclude
+        if not isinstance(globs, list) or not all(isinstance(g, str) for g in globs):
+            raise SpecError(f"a spec's 'exclude' must be a list of parameter globs, got {exclude!r}")
+        for i, r in enumerate(data["rules"]):
+            if not isinstance(r, Mapping) or "pattern" not in r:
+                raise SpecError(f"rule {i} must be a mapping with a 'pattern', got {r!r}")
         rules = [Rule.from_dict(r, f"rule {i}") for i, r in enumerate(data["rules"])]
         return cls(rules, **{k: v for k, v in data.items() if k != "rules"})
 

@@ -133,6 +133,26 @@ CLI_CASES = [
      "--lfe-keep does not apply to --criterion l1"),
     (["structured", "--flops-target", "0.5", "--criterion", "admm", "--M", "2"],
      "--M does not apply to --criterion admm"),
+    # masks that disagree with the weights (round 2, class 1)
+    (["finetune", "--checkpoint", "{inverted_masks}"], "disagrees with the weights"),
+    (["finetune", "--checkpoint", "{zero_masks}"], "keeps no weight of its layer"),
+    (["finetune", "--checkpoint", "{stale_masks}"], "kept weights are exactly zero"),
+    (["finetune", "--checkpoint", "{shape_masks}"], "has shape (3,)"),
+    (["finetune", "--checkpoint", "{other_masks}"], "but the file records a sparsity of"),
+    # paths checked before compute (class 3)
+    (["train", "--out", "{dense}/run"], "which is a file, not a folder"),
+    (["demo", "--out", "{dense}/demo"], "which is a file, not a folder"),
+    (["train", "--out", "{out}/" + "n" * 256], "at most 255"),
+    (["prune", "--ratio", "0.5", "--out", "{taken}"], "is a folder where the run writes a file"),
+    (["export", "--checkpoint", "{pruned}", "--name", "../x"], "must be a plain file name"),
+    # wrong types and families (class 5)
+    (["prune", "--checkpoint", "{dense}", "--task", "lane", "--ratio", "0.5"], "was made by --task classification"),
+    (["prune", "--spec", "{rules_int}"], "'rules' must be a list"),
+    (["evaluate", "--checkpoint", "{list_masks}"], "field 'masks' is a list"),
+    (["evaluate", "--checkpoint", "{tensor_model}"], "neither a slr_prune file nor a state dict"),
+    (["prune", "--config", "{latin1_config}"], "is not UTF-8 text"),
+    # a crafted pickle is refused and named as such (class 6)
+    (["evaluate", "--checkpoint", "{evil}"], "refused because loading them could run code"),
 ]
 
 
@@ -151,6 +171,9 @@ def files(tmp_path_factory):
     pruned = load_artifact(root / "p" / "pruned.pt")
     pruned.masks = {k: v.float() * 0.5 for k, v in pruned.masks.items()}
     save_artifact(pruned, root / "float_masks.pt")
+    _write_bad_masks(load_artifact(root / "p" / "pruned.pt"), root)
+    _write_wrong_types(load_artifact(dense), root)
+    (root / "taken" / "pruned.pt").mkdir(parents=True)
     (root / "corrupt.pt").write_bytes(b"\x00not a checkpoint")
     (root / "bad.yaml").write_text("rules:\n  - {pattern: '*', ratio: 0.5\n")
     (root / "wrong.yaml").write_text("rules: []\nexlude: []\n")
@@ -169,7 +192,60 @@ def files(tmp_path_factory):
             "list_config": root / "list.yaml", "inline_bad_spec": root / "inline.yaml", "folders": root / "folders",
             "broken_folders": root / "broken", "inline_good_spec": root / "inline_good.yaml",
             "include_first_no": root / "first_no.yaml", "good_spec": root / "good.yaml",
+            "taken": root / "taken",
+            **{k: root / f"{k}.pt" for k in ("inverted_masks", "zero_masks", "stale_masks", "shape_masks",
+                                                "other_masks", "list_masks", "tensor_model", "evil")},
+            "rules_int": root / "rules_int.yaml", "latin1_config": root / "latin1.yaml",
             "out": root / "o"}
+
+
+def _write_bad_masks(pruned, root):
+    """Pruned files whose masks disagree with their weights: inverted (pruned weights regrew, kept
+    ones zeroed), all-False for one layer, stale (the mask keeps zeros), of the wrong shape."""
+    import copy
+
+    name = next(iter(pruned.masks))
+    inverted = copy.deepcopy(pruned)
+    for k, m in inverted.masks.items():
+        w = inverted.state_dict[k]
+        inverted.state_dict[k] = torch.where(m, torch.zeros_like(w), torch.full_like(w, 0.1))
+        inverted.masks[k] = m
+    save_artifact(inverted, root / "inverted_masks.pt")
+    zero = copy.deepcopy(pruned)
+    zero.masks[name] = torch.zeros_like(zero.masks[name])
+    zero.state_dict[name] = torch.zeros_like(zero.state_dict[name])
+    save_artifact(zero, root / "zero_masks.pt")
+    stale = copy.deepcopy(pruned)
+    stale.masks[name] = torch.ones_like(stale.masks[name])
+    stale.state_dict[name].view(-1)[stale.state_dict[name].numel() // 4:] = 0
+    save_artifact(stale, root / "stale_masks.pt")
+    shape = copy.deepcopy(pruned)
+    shape.masks[name] = torch.ones(3, dtype=torch.bool)
+    save_artifact(shape, root / "shape_masks.pt")
+    other = copy.deepcopy(pruned)  # consistent with its weights, not with the recorded sparsity
+    big = max(other.masks, key=lambda k: other.masks[k].numel())
+    other.masks[big] = torch.ones_like(other.masks[big])
+    other.state_dict[big] = torch.where(other.state_dict[big] == 0, 0.01, other.state_dict[big])
+    save_artifact(other, root / "other_masks.pt")
+
+
+class _Evil:
+    """Unpickling it would call os.system."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo pwned",)
+
+
+def _write_wrong_types(dense, root):
+    """Fields of the wrong type, a non-UTF-8 config, a pickle that would run code."""
+    torch.save({"model": dense.state_dict, "epoch": 1, "masks": [torch.ones(3, dtype=torch.bool)]},
+               root / "list_masks.pt")
+    torch.save({"model": torch.ones(3), "epoch": 1}, root / "tensor_model.pt")
+    torch.save({"model": dense.state_dict, "hook": _Evil()}, root / "evil.pt")
+    (root / "rules_int.yaml").write_text("rules: 5\n")
+    (root / "latin1.yaml").write_bytes("ratio: 0.5 # r\xe9duit\n".encode("latin-1"))
 
 
 @pytest.mark.parametrize(("argv", "message"), CLI_CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else "")

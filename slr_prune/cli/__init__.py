@@ -8,14 +8,16 @@ line, and options on the command line win over the file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError, StateError
+from ..artifact import is_disk_full
+from ..errors import RunFolderBusyError, SpecError, StateError
 from ..registry import UnknownNameError
 from . import compare, demo, describe, evaluate, export, finetune, prune, search, structured, train
-from .common import HelpFormatter
+from .common import HelpFormatter, run_folder_lock
 
 __all__ = ["main", "build_parser"]
 
@@ -59,7 +61,9 @@ def _config_tokens(parser: argparse.ArgumentParser, command: str, path: str) -> 
     if not file.is_file():
         parser.error(f"--config {path!r} does not exist")
     try:
-        data = yaml.safe_load(file.read_text()) or {}
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        parser.error(f"--config {path!r} is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})")
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -106,17 +110,47 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     return args
 
 
+RUN_FOLDER_COMMANDS = ("demo", "train", "prune", "compare", "finetune", "structured", "search", "export")
+"""The commands that write into --out: its folder is checked and locked before they compute."""
+
+ERRORS = (SpecError, StateError, UnknownNameError, FileNotFoundError, FileExistsError, IsADirectoryError,
+          PermissionError, RunFolderBusyError, ValueError, FloatingPointError)
+"""Bad input or a refused run folder: one line and exit status 2."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, list(sys.argv[1:] if argv is None else argv))
     run = {c.NAME: c.run for c in COMMANDS}[args.command]
+    resume = " with --resume" if hasattr(args, "resume") else ""
     try:
-        run(args)
-    except (SpecError, StateError, UnknownNameError, FileNotFoundError, FileExistsError, ValueError,
-            FloatingPointError) as e:
-        print(f"slr-prune {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        with _run_folder(args):
+            run(args)
+    except KeyboardInterrupt:
+        return _fail(args, f"interrupted; rerun the same command{resume} to continue", 130)
+    except (OSError, RuntimeError) as e:
+        if not is_disk_full(e):
+            if isinstance(e, ERRORS):
+                return _fail(args, str(e))
+            raise
+        where = getattr(e, "filename", None) or "a file"
+        return _fail(args, f"no space left on the device writing {where}; free space and rerun{resume}")
+    except ERRORS as e:
+        return _fail(args, str(e))
     return 0
+
+
+def _run_folder(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """The lock on the command's run folder (checked first), or nothing for a command that writes none."""
+    if args.command in RUN_FOLDER_COMMANDS:
+        return run_folder_lock(args.out, args.command)
+    return contextlib.nullcontext()
+
+
+def _fail(args: argparse.Namespace, message: str, code: int = 2) -> int:
+    """Print one error line for `args.command` and return the exit status."""
+    print(f"slr-prune {args.command}: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -4,17 +4,20 @@ loading checkpoints, and the run folder (args.yaml, report.json)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import platform
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import adapters  # noqa: F401  (registers the built-in tasks)
 from ..data.imagefolder import AUGMENTS
-from ..errors import SpecError, StateError
+from ..errors import RunFolderBusyError, SpecError, StateError
 from ..solvers import SOLVERS
 from ..task import TASKS, task_name
 
@@ -23,8 +26,8 @@ if TYPE_CHECKING:
     from ..task import Task
 
 __all__ = ["HelpFormatter", "task_args", "train_args", "spec_args", "solver_args", "bn_args", "run_folder_args",
-           "make_task", "make_spec", "check_out", "train_config", "solver_options", "method_configs", "check_cadences",
-           "load_model", "write_run_files", "environment"]
+           "make_task", "make_spec", "check_out", "run_folder_lock", "train_config", "solver_options", "method_configs",
+           "check_cadences", "load_model", "write_run_files", "environment"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -121,12 +124,103 @@ def bn_args(p: argparse.ArgumentParser) -> None:
                         "both metrics are reported (0: no recalibration)")
 
 
-def check_out(out: str | Path) -> Path:
-    """The run folder, checked before any compute: a folder, or a path that can become one."""
+def check_out(out: str | Path, flag: str = "--out") -> Path:
+    """The run folder, checked before any compute: a folder, or a path that can become one (no
+    name over 255 bytes, no regular file among its parents, writable: a probe file is created and
+    removed), with no output file name inside it taken by a folder."""
     path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"--out {str(out)!r} exists and is not a folder; --out names a run folder")
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ValueError(f"{flag} {str(out)!r}: the name {part[:24]!r}... is {len(os.fsencode(part))} bytes; "
+                             f"a file or folder name has at most {NAME_MAX}")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        where = "exists and" if existing == path else f"lies below {str(existing)!r}, which"
+        raise FileExistsError(f"{flag} {str(out)!r} {where} is a file, not a folder; {flag} names a run folder")
+    _probe_writable(existing, flag, out)
+    if path.is_dir():
+        taken = [p for p in (*path.glob("*"), *path.glob("*/*")) if p.is_dir() and p.suffix in OUTPUT_SUFFIXES]
+        if taken:
+            raise IsADirectoryError(f"{flag} {str(out)!r}: {str(taken[0])!r} is a folder where the run writes a "
+                                    "file; move it away")
     return path
+
+
+NAME_MAX = 255
+"""Bytes in one file or folder name (ext4, xfs, btrfs, APFS, NTFS)."""
+OUTPUT_SUFFIXES = (".pt", ".json", ".yaml", ".png", ".onnx", ".safetensors")
+"""Suffixes of the files a run writes; a folder with one inside a run folder would block a write."""
+
+
+def _probe_writable(folder: Path, flag: str, out: str | Path) -> None:
+    """Create and remove a file in `folder`: a read-only folder or file system is refused now, not
+    after the compute."""
+    probe = folder / f".slr_prune.probe.{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"{flag} {str(out)!r}: cannot write in {str(folder)!r} "
+                              f"({e.strerror or e}); choose a writable folder") from e
+
+
+LOCK_NAME = ".slr_prune.lock"
+"""The lock file in a run folder, and its holder record (`.slr_prune.lock.json`)."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(out: str | Path, command: str) -> Iterator[Path]:
+    """Hold the run folder `out` for this process (an OS file lock, released when the process ends
+    however it ends): a second run on the same folder is refused at once, naming the holder (pid,
+    host and command from the holder record).  Folders this call created are removed again if the
+    run left them empty.  Only rank 0 of a torchrun job locks; the other ranks share its folder."""
+    from filelock import FileLock, Timeout
+
+    from ..artifact import write_text_atomic
+
+    path = check_out(out)
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield path
+        return
+    created = [p for p in (path, *path.absolute().parents) if not p.exists()]  # leaf first
+    path.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path / LOCK_NAME, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderBusyError(f"run folder {str(out)!r} is in use by {_holder(path)}; wait for it to end or "
+                                 "choose another --out") from None
+    info = path / f"{LOCK_NAME}.json"
+    try:
+        write_text_atomic(json.dumps({"pid": os.getpid(), "host": platform.node(), "command": command,
+                                      "argv": sys.argv, "since": time.strftime("%Y-%m-%d %H:%M:%S")}), info)
+        yield path
+    finally:
+        info.unlink(missing_ok=True)
+        if created and {p.name for p in path.iterdir()} <= {LOCK_NAME}:
+            (path / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # another run has just begun in it
+                for folder in created:
+                    folder.rmdir()
+        lock.release()
+
+
+def _holder(path: Path) -> str:
+    """Who holds the lock of run folder `path`, from its holder record (read for up to 0.3 s: the
+    holder writes it right after taking the lock; a record of a dead process on this host is a
+    killed earlier holder's, about to be replaced)."""
+    from ..artifact import pid_alive
+
+    for _ in range(6):
+        try:
+            h = json.loads((path / f"{LOCK_NAME}.json").read_text())
+            if h["host"] != platform.node() or pid_alive(int(h["pid"])):
+                return (f"another slr-prune run (pid {h['pid']} on {h['host']}, slr-prune {h['command']}, "
+                        f"since {h['since']})")
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.05)
+    return "another slr-prune run (its holder record is not readable yet)"
 
 
 def run_folder_args(p: argparse.ArgumentParser, default: str) -> None:
@@ -208,10 +302,7 @@ def make_task(args: argparse.Namespace, artifact: Artifact | None = None):
         check_seed(args.seed)
     except ValueError as e:
         raise ValueError(f"--seed: {e}") from e
-    if artifact is not None and artifact.task and artifact.task_name is None and not args.task:
-        raise ValueError(f"checkpoint {args.checkpoint!r} was made with a task that is not registered "
-                         f"({artifact.task.get('class', 'a Python Task')}), so the command line cannot rebuild "
-                         "it; in Python: load_artifact(path).build(your_model), or register the task")
+    check_task_family(args, artifact)
     saved = dict(artifact.task or {}) if artifact is not None else {}  # every option the task recorded
     name = args.task or (artifact.task_name if artifact is not None else None) or "classification"
     given = {"model": args.model, "dataset": args.dataset, "data": args.data, "image_size": args.image_size,
@@ -226,6 +317,20 @@ def make_task(args: argparse.Namespace, artifact: Artifact | None = None):
     options = {**saved, **given}
     return create_task(name, **{k: v for k, v in options.items() if v is not None},
                        batch_size=args.batch_size, workers=args.workers, seed=args.seed)
+
+
+def check_task_family(args: argparse.Namespace, artifact: Artifact | None) -> None:
+    """A checkpoint made by one task family is not read as another: --task naming a different
+    family than the checkpoint's is one line naming both (not a constructor's TypeError); one made
+    with an unregistered task (a LoaderTask) cannot be rebuilt here, which is said in one line."""
+    if artifact is not None and artifact.task and artifact.task_name is None and not args.task:
+        raise ValueError(f"checkpoint {args.checkpoint!r} was made with a task that is not registered "
+                         f"({artifact.task.get('class', 'a Python Task')}), so the command line cannot rebuild "
+                         "it; in Python: load_artifact(path).build(your_model), or register the task")
+    made = artifact.task_name if artifact is not None else None
+    if args.task and made and args.task != made:
+        raise ValueError(f"checkpoint {getattr(args, 'checkpoint', None)!r} was made by --task {made}, and "
+                         f"--task {args.task} asks for another model family; drop --task (or give --task {made})")
 
 
 def task_options(name: str, items: list[str]) -> dict[str, Any]:
@@ -374,6 +479,7 @@ def write_run_files(out: str | Path, args: argparse.Namespace, results: Any, **r
     """Write args.yaml (all settings) and report.json ({settings, results, environment}) into `out`."""
     import yaml
 
+    from ..artifact import write_text_atomic
     from ..engine.distributed import is_main
     from ..report import write_json
 
@@ -383,6 +489,6 @@ def write_run_files(out: str | Path, args: argparse.Namespace, results: Any, **r
     out.mkdir(parents=True, exist_ok=True)
     run_settings = settings(args, **resolved)
     plain = json.loads(json.dumps(run_settings, default=str))
-    (out / "args.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+    write_text_atomic(yaml.safe_dump(plain, sort_keys=False), out / "args.yaml")
     return write_json(out / "report.json", {"settings": plain, "results": results,
                                             "environment": environment(getattr(args, "device", None))})

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 
 from ..export import EXPORTERS
-from .common import check_out, load_model, task_args
+from .common import NAME_MAX, check_out, load_model, task_args
 
 NAME = "export"
 HELP = ("export a pruned checkpoint (prune/compare/finetune, or structured) as ONNX, a plain state_dict or an "
@@ -39,6 +39,11 @@ def run(args: argparse.Namespace) -> None:
     options = {"dtype": args.dtype} if args.dtype is not None else {}
     if options and "dtype" not in {f.name for f in dataclasses.fields(entry.options)}:
         raise ValueError(f"--dtype applies to --format compressed, not {args.format}; leave it out")
+    if not args.name or args.name in (".", "..") or "/" in args.name or "\\" in args.name or "\0" in args.name:
+        raise ValueError(f"--name {args.name!r} must be a plain file name (no folder part); the file is written "
+                         "into --out")
+    if len(f"{args.name}{entry.suffix}".encode()) > NAME_MAX:
+        raise ValueError(f"--name {args.name[:24]!r}... is too long: a file name has at most {NAME_MAX} bytes")
     if args.batch < 1:
         raise ValueError(f"--batch must be ≥ 1, got {args.batch}")
     out = check_out(args.out)

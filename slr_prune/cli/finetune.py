@@ -29,12 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..artifact import Artifact, save_artifact
     from ..engine import Trainer
-    from ..masks import Masks, squash
+    from ..masks import Masks, check_mask_sparsity, check_masks, squash
 
     out = check_out(args.out)
     task, model, artifact = load_model(args)
     source = state_digest(model)
     names = [n for n, p in model.named_parameters() if p.dim() > 1]
+    if artifact.masks is not None:
+        check_masks(artifact.masks, model, f"checkpoint {args.checkpoint!r}")
+        check_mask_sparsity(artifact.masks, (artifact.result or {}).get("sparsity"), f"checkpoint {args.checkpoint!r}")
     masks = Masks(artifact.masks) if artifact.masks is not None else Masks.from_model(model, names)
     masks.attach(model)
     state = out / "finetune.state.pt"

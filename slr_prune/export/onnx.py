@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..artifact import write_bytes_atomic
 from ..task import Task
 from . import EXPORTERS, plain_copy
 
@@ -46,11 +48,12 @@ def export_onnx(model: nn.Module, path: str | Path, example_input: Tensor, *, op
     kwargs: dict[str, Any] = {"input_names": ["images"], "output_names": ["output0"], "opset_version": opset}
     if dynamic_batch:
         kwargs["dynamic_axes"] = {"images": {0: "batch"}, "output0": {0: "batch"}}
+    buffer = io.BytesIO()  # exported in memory, then written atomically (a full disk leaves no partial file)
     try:
-        torch.onnx.export(clone, (x,), str(path), dynamo=False, **kwargs)
+        torch.onnx.export(clone, (x,), buffer, dynamo=False, **kwargs)
     except TypeError:  # an exporter without the `dynamo` switch
-        torch.onnx.export(clone, (x,), str(path), **kwargs)
-    return path
+        torch.onnx.export(clone, (x,), buffer, **kwargs)
+    return write_bytes_atomic(buffer.getvalue(), path)
 
 
 def onnx_max_difference(path: str | Path, model: nn.Module, example_input: Tensor) -> float:

@@ -201,10 +201,9 @@ class CocoEvaluator:
 
     def write_results(self, path: str | Path) -> Path:
         """The detections as a COCO results JSON (the format of the COCO evaluation server)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.results))
-        return path
+        from ..artifact import write_text_atomic
+
+        return write_text_atomic(json.dumps(self.results), path)
 
     def compute(self) -> dict[str, float]:
         """COCOeval over the images added so far: map50, map, map75, mar100, and map_small/medium/large

@@ -50,10 +50,9 @@ class Genotype:
         return cls(genes["normal"], genes["reduce"], steps, tuple(d.get("ops", ())))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
+        from ..artifact import write_text_atomic
+
+        return write_text_atomic(json.dumps(self.to_dict(), indent=1), path)
 
     @classmethod
     def load(cls, path: str | Path) -> Genotype:
@@ -110,7 +109,6 @@ def plot_genotype(genotype: Genotype, path: str | Path, title: str = "") -> Path
         ax.set_axis_off()
         ax.set_title(kind)
     fig.suptitle(title or "derived cells (red: pruned convolutions, blue: dense convolutions, grey: parameter-free)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    from ..artifact import write_atomic
+
+    return write_atomic(lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), path)

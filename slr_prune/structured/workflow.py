@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..allocate import Allocation, allocate_convex, allocate_uniform, counts_from_ratios, polynomial_value
+from ..artifact import write_text_atomic
 from ..engine.pipeline import LatencyOptions, Run, measure_latency, place, remove_channels
 from ..engine.pipeline import finetune as pipeline_finetune
 from ..engine.trainer import Hooks, TrainConfig
@@ -235,7 +236,7 @@ def _save(out: Path, model: nn.Module, task: Task | None, result: StructuredResu
     extra = {"task": task.record() if task is not None else {}, "task_name": task_name(task),
              "result": result.to_dict(), "pruning_history": result.pruning_history}
     save_pruned(out / "pruned.pt", model, extra)
-    (out / "report.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    write_text_atomic(json.dumps(result.to_dict(), indent=2, default=str), out / "report.json")
 
 
 def _full_plan(graph: ChannelGraph, counts: Mapping[str, int]) -> dict[str, Tensor]:
