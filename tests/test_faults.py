@@ -148,7 +148,7 @@ def whole(tmp_path_factory):
 
 def _fail_write(monkeypatch, k):
     """Make the k-th file write (counted at its fsync) fail with ENOSPC."""
-    import slr_prune.artifact as artifact
+    import slr_prune.atomic as atomic
 
     count = [0]
     real = os.fsync
@@ -159,7 +159,7 @@ def _fail_write(monkeypatch, k):
             raise OSError(errno.ENOSPC, "No space left on device")
         real(fd)
 
-    monkeypatch.setattr(artifact.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
 
 
 @pytest.mark.slow
@@ -243,3 +243,26 @@ def test_a_read_only_out_is_refused_before_compute(read_only, capsys, argv):
     assert main([*argv, "--out", str(read_only / "run")]) == 2
     err = capsys.readouterr().err
     assert "cannot write in" in err and len(err.strip().splitlines()) == 1 and time.perf_counter() - start < 5
+
+
+@pytest.mark.slow
+def test_a_second_process_is_refused_within_a_second_of_starting(tmp_path):
+    """Whole processes, imports included: two `python -m slr_prune.cli train` started together on
+    one --out; the lock is taken before torch is imported, so the loser exits 2 in well under 1 s."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for i in range(5):
+        out = tmp_path / f"run{i}"
+        cmd = [sys.executable, "-m", "slr_prune.cli", "train", "--epochs", "1", "--no-progress", "--out", str(out)]
+        start = time.perf_counter()
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in "ab"]
+        ended: dict[int, float] = {}
+        while len(ended) < 2:
+            for k, p in enumerate(procs):
+                if k not in ended and p.poll() is not None:
+                    ended[k] = time.perf_counter() - start
+            time.sleep(0.005)
+        codes = sorted(p.returncode for p in procs)
+        loser = next(k for k, p in enumerate(procs) if p.returncode == 2)
+        err = procs[loser].stderr.read().decode()
+        assert codes == [0, 2] and len(err.strip().splitlines()) == 1 and "in use by" in err, err
+        assert ended[loser] < 1.0, ended

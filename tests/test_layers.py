@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[1] / "slr_prune"
 
 LAYERS = [
-    {"errors", "utils", "registry", "config"},
+    {"errors", "utils", "registry", "config", "atomic"},
     {"task", "sets", "spec", "masks", "bn", "probe", "evaluate", "structure", "artifact", "compressed", "allocate",
      "solvers", "layerwise", "models", "data", "metrics", "console"},
     {"engine", "adapters"},

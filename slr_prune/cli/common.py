@@ -4,22 +4,20 @@ loading checkpoints, and the run folder (args.yaml, report.json)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import os
 import platform
 import sys
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import adapters  # noqa: F401  (registers the built-in tasks)
 from ..data.imagefolder import AUGMENTS
-from ..errors import RunFolderBusyError, SpecError, StateError
+from ..errors import SpecError, StateError
 from ..solvers import SOLVERS
 from ..task import TASKS, task_name
+from .runfolder import check_out, run_folder_lock
 
 if TYPE_CHECKING:
     from ..artifact import Artifact
@@ -122,105 +120,6 @@ def bn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES,
                    help="training batches that re-estimate BatchNorm statistics after a hard prune; "
                         "both metrics are reported (0: no recalibration)")
-
-
-def check_out(out: str | Path, flag: str = "--out") -> Path:
-    """The run folder, checked before any compute: a folder, or a path that can become one (no
-    name over 255 bytes, no regular file among its parents, writable: a probe file is created and
-    removed), with no output file name inside it taken by a folder."""
-    path = Path(out)
-    for part in path.parts:
-        if len(os.fsencode(part)) > NAME_MAX:
-            raise ValueError(f"{flag} {str(out)!r}: the name {part[:24]!r}... is {len(os.fsencode(part))} bytes; "
-                             f"a file or folder name has at most {NAME_MAX}")
-    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        where = "exists and" if existing == path else f"lies below {str(existing)!r}, which"
-        raise FileExistsError(f"{flag} {str(out)!r} {where} is a file, not a folder; {flag} names a run folder")
-    _probe_writable(existing, flag, out)
-    if path.is_dir():
-        taken = [p for p in (*path.glob("*"), *path.glob("*/*")) if p.is_dir() and p.suffix in OUTPUT_SUFFIXES]
-        if taken:
-            raise IsADirectoryError(f"{flag} {str(out)!r}: {str(taken[0])!r} is a folder where the run writes a "
-                                    "file; move it away")
-    return path
-
-
-NAME_MAX = 255
-"""Bytes in one file or folder name (ext4, xfs, btrfs, APFS, NTFS)."""
-OUTPUT_SUFFIXES = (".pt", ".json", ".yaml", ".png", ".onnx", ".safetensors")
-"""Suffixes of the files a run writes; a folder with one inside a run folder would block a write."""
-
-
-def _probe_writable(folder: Path, flag: str, out: str | Path) -> None:
-    """Create and remove a file in `folder`: a read-only folder or file system is refused now, not
-    after the compute."""
-    probe = folder / f".slr_prune.probe.{os.getpid()}"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"{flag} {str(out)!r}: cannot write in {str(folder)!r} "
-                              f"({e.strerror or e}); choose a writable folder") from e
-
-
-LOCK_NAME = ".slr_prune.lock"
-"""The lock file in a run folder, and its holder record (`.slr_prune.lock.json`)."""
-
-
-@contextlib.contextmanager
-def run_folder_lock(out: str | Path, command: str) -> Iterator[Path]:
-    """Hold the run folder `out` for this process (an OS file lock, released when the process ends
-    however it ends): a second run on the same folder is refused at once, naming the holder (pid,
-    host and command from the holder record).  Folders this call created are removed again if the
-    run left them empty.  Only rank 0 of a torchrun job locks; the other ranks share its folder."""
-    from filelock import FileLock, Timeout
-
-    from ..artifact import write_text_atomic
-
-    path = check_out(out)
-    if int(os.environ.get("RANK", "0")) != 0:
-        yield path
-        return
-    created = [p for p in (path, *path.absolute().parents) if not p.exists()]  # leaf first
-    path.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(path / LOCK_NAME, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise RunFolderBusyError(f"run folder {str(out)!r} is in use by {_holder(path)}; wait for it to end or "
-                                 "choose another --out") from None
-    info = path / f"{LOCK_NAME}.json"
-    try:
-        write_text_atomic(json.dumps({"pid": os.getpid(), "host": platform.node(), "command": command,
-                                      "argv": sys.argv, "since": time.strftime("%Y-%m-%d %H:%M:%S")}), info)
-        yield path
-    finally:
-        info.unlink(missing_ok=True)
-        if created and {p.name for p in path.iterdir()} <= {LOCK_NAME}:
-            (path / LOCK_NAME).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):  # another run has just begun in it
-                for folder in created:
-                    folder.rmdir()
-        lock.release()
-
-
-def _holder(path: Path) -> str:
-    """Who holds the lock of run folder `path`, from its holder record (read for up to 0.3 s: the
-    holder writes it right after taking the lock; a record of a dead process on this host is a
-    killed earlier holder's, about to be replaced)."""
-    from ..artifact import pid_alive
-
-    for _ in range(6):
-        try:
-            h = json.loads((path / f"{LOCK_NAME}.json").read_text())
-            if h["host"] != platform.node() or pid_alive(int(h["pid"])):
-                return (f"another slr-prune run (pid {h['pid']} on {h['host']}, slr-prune {h['command']}, "
-                        f"since {h['since']})")
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        time.sleep(0.05)
-    return "another slr-prune run (its holder record is not readable yet)"
 
 
 def run_folder_args(p: argparse.ArgumentParser, default: str) -> None:

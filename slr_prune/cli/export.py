@@ -7,7 +7,8 @@ import argparse
 import dataclasses
 
 from ..export import EXPORTERS
-from .common import NAME_MAX, check_out, load_model, task_args
+from .common import check_out, load_model, task_args
+from .runfolder import DEFAULT_OUT, NAME_MAX
 
 NAME = "export"
 HELP = ("export a pruned checkpoint (prune/compare/finetune, or structured) as ONNX, a plain state_dict or an "
@@ -20,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pruned.pt of prune/compare, finetuned.pt of finetune, or pruned.pt of structured")
     p.add_argument("--format", default="onnx", choices=EXPORTERS.list(),
                    help="; ".join(f"{e.name}: {e.help}" for e in EXPORTERS.entries()))
-    p.add_argument("--out", default="runs/export", help="folder for the exported file")
+    p.add_argument("--out", default=DEFAULT_OUT[NAME], help="folder for the exported file")
     p.add_argument("--name", default="model", help="file name without suffix")
     p.add_argument("--batch", type=int, default=2, help="batch size of the equivalence check's input")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
     if not args.name or args.name in (".", "..") or "/" in args.name or "\\" in args.name or "\0" in args.name:
         raise ValueError(f"--name {args.name!r} must be a plain file name (no folder part); the file is written "
                          "into --out")
-    if len(f"{args.name}{entry.suffix}".encode()) > NAME_MAX:
+    if len(f"{args.name}{entry.traits['suffix']}".encode()) > NAME_MAX:
         raise ValueError(f"--name {args.name[:24]!r}... is too long: a file name has at most {NAME_MAX} bytes")
     if args.batch < 1:
         raise ValueError(f"--batch must be ≥ 1, got {args.batch}")

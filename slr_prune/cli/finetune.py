@@ -14,6 +14,7 @@ from .common import (
     train_config,
     write_run_files,
 )
+from .runfolder import DEFAULT_OUT
 
 NAME = "finetune"
 HELP = "masked fine-tuning of a pruned checkpoint (its zeros stay zero); writes finetuned.pt into the run folder"
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     task_args(p)
     p.add_argument("--checkpoint", required=True, help="a pruned checkpoint (pruned.pt of prune/compare)")
     train_args(p, epochs=5, lr=0.01)
-    run_folder_args(p, "runs/finetune")
+    run_folder_args(p, DEFAULT_OUT[NAME])
 
 
 def run(args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ from .common import (
     train_config,
     write_run_files,
 )
+from .runfolder import DEFAULT_OUT
 
 __all__ = ["add_common", "run_methods"]
 
@@ -44,7 +45,7 @@ def add_common(p: argparse.ArgumentParser, name: str) -> None:
                         "--layer-solver, --calibration-batches, --damping, --refit, --calibration-bn and "
                         "--precision options), reported beside the plain projection")
     bn_args(p)
-    run_folder_args(p, f"runs/{name}")
+    run_folder_args(p, DEFAULT_OUT[name])
 
 
 def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any, list[Any]]:

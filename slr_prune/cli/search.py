@@ -22,6 +22,7 @@ from .common import (
     write_run_files,
 )
 from .options import add_config_flags, config_values
+from .runfolder import DEFAULT_OUT
 
 NAME = "search"
 HELP = ("PR-DARTS: search DARTS cells whose candidates include convolutions on the target sparsity set, derive "
@@ -42,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="slr", choices=SOLVERS.list(), help="solver that prunes the derived network")
     solver_args(p)
     bn_args(p)
-    run_folder_args(p, "runs/search")
+    run_folder_args(p, DEFAULT_OUT[NAME])
 
 
 def run(args: argparse.Namespace) -> None:

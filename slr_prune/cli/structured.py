@@ -19,6 +19,7 @@ from ..structured.criteria import CRITERIA
 from ..structured.workflow import LatencyOptions
 from .common import check_out, load_model, solver_args, task_args, train_args, train_config, write_run_files
 from .options import add_config_flags, add_entry_options, config_values, entry_options, unused_flags
+from .runfolder import DEFAULT_OUT
 
 NAME = "structured"
 HELP = ("structured pruning: score filters with a registered criterion, remove them for real through "
@@ -52,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("latency (dense vs pruned, interleaved)")
     add_config_flags(g, LatencyOptions, defaults={"device": None})
     g.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    p.add_argument("--out", default="runs/structured", help="run folder for pruned.pt and report.json")
+    p.add_argument("--out", default=DEFAULT_OUT[NAME], help="run folder for pruned.pt and report.json")
 
 
 def _criterion_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..task import task_name
 from .common import check_out, make_task, run_folder_args, task_args, train_args, train_config, write_run_files
+from .runfolder import DEFAULT_OUT
 
 NAME = "train"
 HELP = "train a dense baseline; writes dense.pt into the run folder"
@@ -15,7 +16,7 @@ HELP = "train a dense baseline; writes dense.pt into the run folder"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     task_args(p)
     train_args(p, epochs=30)
-    run_folder_args(p, "runs/dense")
+    run_folder_args(p, DEFAULT_OUT[NAME])
 
 
 def run(args: argparse.Namespace) -> None:
