@@ -103,12 +103,22 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     """Parse argv; with --config, the file's options come first so the command line wins."""
     args = parser.parse_args(argv)
     args.spec_inline = None
-    if not getattr(args, "config", None):
-        return args
-    tokens, inline = _config_tokens(parser, args.command, args.config)
-    args = parser.parse_args([argv[0], *tokens, *argv[1:]])  # argv[0] is the command
-    args.spec_inline = inline
+    tokens: list[str] = []
+    if getattr(args, "config", None):
+        tokens, args.spec_inline = _config_tokens(parser, args.command, args.config)
+        inline = args.spec_inline
+        args = parser.parse_args([argv[0], *tokens, *argv[1:]])  # argv[0] is the command
+        args.spec_inline = inline
+    args.given = _given(parser, args.command, [*tokens, *argv[1:]])
     return args
+
+
+def _given(parser: argparse.ArgumentParser, command: str, tokens: list[str]) -> list[str]:
+    """The destinations of the options the user set (on the command line or in --config), so that
+    an option with a default that nothing would use can be refused rather than dropped."""
+    named = {t.split("=", 1)[0] for t in tokens if t.startswith("--")}
+    sub = parser._subparsers._group_actions[0].choices[command]  # noqa: SLF001
+    return sorted(a.dest for a in sub._actions if named & set(a.option_strings))  # noqa: SLF001
 
 
 RUN_FOLDER_COMMANDS = tuple(DEFAULT_OUT)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HelpFormatter", "task_args", "train_args", "spec_args", "solver_args", "bn_args", "run_folder_args",
            "make_task", "make_spec", "check_out", "run_folder_lock", "train_config", "solver_options", "method_configs",
-           "check_cadences", "load_model", "write_run_files", "environment"]
+           "check_unused_training", "check_cadences", "load_model", "write_run_files", "environment"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -300,6 +300,27 @@ def method_configs(args: argparse.Namespace, methods: list[str],
             print(f"note: --{flag} applies to {', '.join(names)} only; {', '.join(others)} runs without it",
                   file=sys.stderr)
     return configs
+
+
+def check_unused_training(args: argparse.Namespace, configs: dict[str, Any]) -> None:
+    """Training options the user gave that no phase of the run would use are refused: --epochs > 0
+    when no method trains (one-shot), the solver's learning rate when its phase does not run,
+    fine-tuning's with --finetune-epochs 0, the shared optimizer options when neither phase runs
+    (a value is never silently dropped)."""
+    given = set(getattr(args, "given", ()))
+    can_train = any(c.trains for c in configs.values())
+    trains, tunes = can_train and args.epochs > 0, getattr(args, "finetune_epochs", 0) > 0
+    unused = ["epochs"] if "epochs" in given and args.epochs > 0 and not can_train else []
+    unused += ["lr"] if "lr" in given and not trains else []
+    unused += ["finetune_lr"] if "finetune_lr" in given and not tunes else []
+    unused += [f for f in (*TRAIN_SHARED, "no_amp") if f in given and not (trains or tunes)]
+    if unused:
+        flags = ", ".join("--" + f.replace("_", "-") for f in unused)
+        one_shot = f"{', '.join(configs)} {'is' if len(configs) == 1 else 'are'} one-shot"
+        phases = (f"no method trains ({one_shot})" if not can_train else
+                  "solver training runs" if trains else "--epochs is 0")
+        phases += "" if tunes else ", --finetune-epochs is 0"
+        raise ValueError(f"{flags} would be unused: {phases}; drop it, or give a phase that uses it")
 
 
 def check_cadences(task: Task, configs: Iterable[Any]) -> None:

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> None:
     from ..spec import FORMS, Rule, form_has_ratio
 
     ratios = _ratios(args.sweep) if args.sweep else []
+    if "bn_batches" in getattr(args, "given", ()) and not ratios:
+        raise ValueError("--bn-batches sets the recalibration of the --sweep; add --sweep RATIOS or drop it")
     if args.form is not None and not ratios:
         raise ValueError(f"--form {args.form} sets the form of --sweep; add --sweep RATIOS or drop --form")
     args.form = args.form or "unstructured"

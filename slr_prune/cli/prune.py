@@ -16,6 +16,7 @@ from .common import (
     bn_args,
     check_cadences,
     check_out,
+    check_unused_training,
     load_model,
     make_spec,
     method_configs,
@@ -63,6 +64,7 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
     layerwise = frozenset(flag_name(f) for f in dataclasses.fields(SOLVERS.get("layerwise").options))
     configs = method_configs(args, methods, exempt=layerwise)  # checks values, and flags no method uses
     check_cadences(task, configs.values())
+    check_unused_training(args, configs)
     for e in entries:  # and whether the spec suits each method (building a solver leaves the model as is)
         solver = e.build(model, spec, configs[e.name])
         if reconstruct is not None:
