@@ -38,3 +38,23 @@ def write_image_folders(root: Path, classes: int = 3, per_class: int = 2, size: 
             for i in range(per_class):
                 Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).convert(mode).save(d / f"{i}.png")
     return root
+
+
+def assert_flips_are_caught(path: Path, offsets, match: str) -> None:
+    """Flip one byte at each offset of `path` in turn: loading it must raise StateError matching
+    `match`; the file is restored afterwards."""
+    import pytest
+
+    from slr_prune.artifact import load_artifact
+    from slr_prune.errors import StateError
+
+    clean = path.read_bytes()
+    try:
+        for at in offsets:
+            damaged = bytearray(clean)
+            damaged[at] ^= 0x40
+            path.write_bytes(bytes(damaged))
+            with pytest.raises(StateError, match=match):
+                load_artifact(path)
+    finally:
+        path.write_bytes(clean)
