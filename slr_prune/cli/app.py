@@ -102,13 +102,12 @@ def _config_tokens(parser: argparse.ArgumentParser, command: str, path: str) -> 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Parse argv; with --config, the file's options come first so the command line wins."""
     args = parser.parse_args(argv)
-    args.spec_inline = None
     tokens: list[str] = []
+    inline = None
     if getattr(args, "config", None):
-        tokens, args.spec_inline = _config_tokens(parser, args.command, args.config)
-        inline = args.spec_inline
+        tokens, inline = _config_tokens(parser, args.command, args.config)
         args = parser.parse_args([argv[0], *tokens, *argv[1:]])  # argv[0] is the command
-        args.spec_inline = inline
+    args.spec_inline = inline
     args.given = _given(parser, args.command, [*tokens, *argv[1:]])
     return args
 

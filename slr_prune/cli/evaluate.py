@@ -28,6 +28,7 @@ def _ratios(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..compressed import file_bytes
     from ..engine import resolve_device
     from ..evaluate import sparsity_sweep
     from ..metrics import cost_summary
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> None:
         sparsity = 1 - row["nonzero"] / row["params"]
         print(f"{row['name']:<40} {row['params']:>10,} {100 * sparsity:8.2f}% "
               f"{row['macs']:>14,} {row['sparse_macs']:>14,}")
-    size = costs["bytes"]
+    size = file_bytes(model)
     print(f"params {costs['params']:,} (non-zero {costs['nonzero_params']:,}, {costs['compression']:.2f}x nominal)"
           f"  MACs {costs['macs']:,} (sparse {costs['sparse_macs']:,})")
     print(f"bytes: dense checkpoint {size['dense']:,}, compressed file {size['compressed']:,} "

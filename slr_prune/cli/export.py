@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from ..compressed import dense_bytes
-    from ..export import outputs
+    from ..export import outputs, sparsity
     from ..structure import structure_record
 
     entry = EXPORTERS.get(args.format)
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch must be ≥ 1, got {args.batch}")
     out = check_out(args.out)
     task, model, artifact = load_model(args)
-    resized = artifact.structure is not None and structure_record(task.build_model()) != artifact.structure
+    fresh = task.build_model()  # the dense architecture: is the file's model resized, and its dense size
+    resized = artifact.structure is not None and structure_record(fresh) != artifact.structure
     kind = "structured" if resized else "unstructured"
     model = model.float().cpu().eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -59,10 +60,9 @@ def run(args: argparse.Namespace) -> None:
     path, diff = entry.build(task, model, out / f"{args.name}{entry.traits['suffix']}", x, reference, **options)
     scale = float(reference.abs().max()) or 1.0
     ok = diff <= 1e-4 * scale
-    zeros = sum(int((p == 0).sum()) for p in model.parameters() if p.dim() > 1)
-    total = sum(p.numel() for p in model.parameters() if p.dim() > 1)
-    dense = dense_bytes(task.build_model().state_dict())
-    print(f"exported {kind} model ({total:,} conv/linear weights, {zeros / max(1, total):.1%} zero) "
+    counts = sparsity(model)
+    dense = dense_bytes(fresh.state_dict())
+    print(f"exported {kind} model ({counts['weights']:,} conv/linear weights, {counts['sparsity']:.1%} zero) "
           f"as {args.format}: {path}")
     print(f"file size {path.stat().st_size:,} bytes = {path.stat().st_size / dense:.3f}x the dense model's "
           f"state dict ({dense:,} bytes, torch.save, float32)")

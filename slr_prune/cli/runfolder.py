@@ -84,11 +84,16 @@ _HELD: dict[Path, tuple[object, list[Path], Path]] = {}
 
 
 def acquire(out: str | Path, command: str) -> Path:
-    """Lock run folder `out` for this process (an OS file lock, released when the process ends
-    however it ends) and write the holder record; a folder another live run holds is refused."""
+    """Check run folder `out` (`check_out`) and lock it for this process (see `_lock`)."""
+    return _lock(check_out(out), command)
+
+
+def _lock(path: Path, command: str) -> Path:
+    """Lock the checked run folder `path` for this process (an OS file lock, released when the
+    process ends however it ends) and write the holder record; a folder another live run holds is
+    refused."""
     from filelock import FileLock, Timeout
 
-    path = check_out(out)
     key = path.absolute()
     if key in _HELD:
         return path
@@ -98,7 +103,7 @@ def acquire(out: str | Path, command: str) -> Path:
     try:
         lock.acquire()
     except Timeout:
-        raise RunFolderBusyError(f"run folder {str(out)!r} is in use by {_holder(path)}; wait for it to end or "
+        raise RunFolderBusyError(f"run folder {str(path)!r} is in use by {_holder(path)}; wait for it to end or "
                                  "choose another --out") from None
     _HELD[key] = (lock, created, path)
     try:
@@ -139,8 +144,8 @@ def run_folder_lock(out: str | Path, command: str) -> Iterator[Path]:
     key = Path(out).absolute()
     for other in [k for k in _HELD if k != key]:
         release(other)
-    held = key in _HELD
-    path = acquire(out, command)
+    held = key in _HELD  # taken by early_lock, after the same checks
+    path = Path(out) if held else acquire(out, command)
     try:
         yield path
     finally:
@@ -159,14 +164,13 @@ def early_lock(argv: Sequence[str]) -> None:
         return
     outs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--out"]
     outs += [a.split("=", 1)[1] for a in argv if a.startswith("--out=")]
-    if any(a.startswith("--ou") and a not in ("--out",) and not a.startswith("--out=") for a in argv):
+    if any(a.startswith("--ou") and a.split("=", 1)[0] != "--out" for a in argv):
         return  # an abbreviated --out: the full parse resolves it
-    out = outs[-1] if outs else DEFAULT_OUT[command]
     try:
-        check_out(out)
+        path = check_out(outs[-1] if outs else DEFAULT_OUT[command])
     except (OSError, ValueError):
         return  # a bad --out: the full parse reports it in its own words
-    acquire(out, command)
+    _lock(path, command)
 
 
 def _holder(path: Path) -> str:

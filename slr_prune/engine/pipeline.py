@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ..compressed import file_bytes
 from ..config import option
 from ..evaluate import hard_prune_metrics, recalibrate_task_bn
 from ..layerwise import Reconstruction
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "HardPrune", "HardPruneMetrics", "LatencyOptions", "place", "build_solver", "train_solver",
            "hard_prune", "recalibrated_metrics", "finetune_masked", "finetune", "remove_channels",
-           "sparsity", "measure_latency"]
+           "sparsity", "measure", "measure_latency"]
 
 
 @dataclass
@@ -181,12 +182,18 @@ def finetune(run: Run, config: TrainConfig | None) -> list[dict[str, Any]]:
     return Trainer(run.need_task("fine-tuning"), run.model, config, hooks=run.hooks, desc="finetune").fit()
 
 
+def measure(model: nn.Module, example: Tensor) -> dict[str, Any]:
+    """Params and MACs (`cost_summary`) and the measured bytes of the model's dense checkpoint and of
+    its compressed file (`compressed.file_bytes`): what the reports print side by side."""
+    return {**cost_summary(model, example), "bytes": file_bytes(model)}
+
+
 def remove_channels(run: Run, graph: ChannelGraph, plan: Mapping[str, Tensor],
                     example: Tensor) -> tuple[dict[str, int], dict[str, Any], dict[str, float]]:
     """Remove the channels `plan` drops; returns (predicted costs, measured costs, metrics without retraining)."""
     predicted = {"macs": graph.costs.cost(plan, "macs"), "params": graph.costs.cost(plan, "params")}
     graph.prune(plan)
-    after = cost_summary(run.model, example)
+    after = measure(run.model, example)
     return predicted, after, run.task.evaluate(run.model, run.device) if run.task is not None else {}
 
 

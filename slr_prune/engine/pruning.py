@@ -22,7 +22,6 @@ from ..artifact import Artifact, load_artifact, save_artifact
 from ..evaluate import BN_BATCHES, check_bn_batches
 from ..layerwise import Reconstruction
 from ..masks import Masks
-from ..metrics import cost_summary
 from ..sets import ConstraintSet
 from ..solvers import SOLVERS, SolverConfig, solver_config
 from ..solvers.base import check_materialised
@@ -35,6 +34,7 @@ from .pipeline import (
     build_solver,
     finetune_masked,
     hard_prune,
+    measure,
     place,
     recalibrated_metrics,
     sparsity,
@@ -111,7 +111,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
         return _finished(model, out / "pruned.pt", with_phases)
     run = Run(model, task, place(model, train.device, train.channels_last), train.seed, out, resume, hooks)
     example = task.example_input()
-    costs_before = cost_summary(model, example)
+    costs_before = measure(model, example)
     dense = dense_metrics or task.evaluate(model, run.device)
     solver = build_solver(run, entry, spec, config, reconstruct)
     with run.stage(f"train {method}"):
@@ -127,7 +127,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
         method=method, spec=_spec_record(spec), metric=task.metric, dense=dense, hard_prune=hard,
         hard_prune_bn=hard_bn, bn_batches=bn_batches if hard_bn is not None else 0, target_sparsity=target,
         sparsity=reached, epochs=epochs, finetune=tuned,
-        costs={"before": _totals(costs_before), "after": _totals(cost_summary(model, example))},
+        costs={"before": _totals(costs_before), "after": _totals(measure(model, example))},
         seconds=time.perf_counter() - start, layerwise=pruned.layers, projection=pruned.projection,
         reconstruction=reconstruct.fingerprint() if reconstruct else None,
     )

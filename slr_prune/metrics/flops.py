@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..compressed import file_bytes
 from ..utils import CONV_LINEAR, model_mode
 
 __all__ = ["layer_costs", "cost_summary"]
@@ -48,8 +47,7 @@ def layer_costs(model: nn.Module, example_input: Tensor) -> list[dict[str, Any]]
 
 def cost_summary(model: nn.Module, example_input: Tensor) -> dict[str, Any]:
     """Totals over the model: all parameters, non-zero parameters (`compression` is their ratio,
-    the nominal figure), dense and sparse MACs, and the measured bytes of its dense checkpoint and
-    of its compressed file (`bytes`, see compressed.py)."""
+    the nominal figure), dense and sparse MACs (measured file sizes: `engine.pipeline.measure`)."""
     rows = layer_costs(model, example_input)
     params = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
@@ -59,6 +57,5 @@ def cost_summary(model: nn.Module, example_input: Tensor) -> dict[str, Any]:
         "compression": params / max(1, nonzero),
         "macs": sum(r["macs"] for r in rows),
         "sparse_macs": sum(r["sparse_macs"] for r in rows),
-        "bytes": file_bytes(model),
         "layers": rows,
     }

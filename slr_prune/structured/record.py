@@ -8,6 +8,7 @@ loads the weights strictly.  No Torch-Pruning, no tracing and no pickled classes
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,8 @@ def save_pruned(path: str | Path, model: nn.Module, extra: Mapping[str, Any] | N
     """Write the weights and the structure record atomically; `extra` is kept as the result
     (its "task" and "task_name" entries as the artifact's task)."""
     extra = dict(extra or {})
-    artifact = Artifact.of(model, result=None)
-    artifact.task_name, artifact.task = extra.pop("task_name", None), extra.pop("task", None)
-    artifact.result = extra or None
-    return save_artifact(artifact, path)
+    named = {"task_name": extra.pop("task_name", None), "task": extra.pop("task", None)}
+    return save_artifact(replace(Artifact.of(model), **named, result=extra or None), path)
 
 
 def load_pruned(path: str | Path, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:

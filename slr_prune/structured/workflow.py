@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..allocate import Allocation, allocate_convex, allocate_uniform, counts_from_ratios, polynomial_value
 from ..artifact import write_text_atomic
-from ..engine.pipeline import LatencyOptions, Run, measure_latency, place, remove_channels
+from ..engine.pipeline import LatencyOptions, Run, measure, measure_latency, place, remove_channels
 from ..engine.pipeline import finetune as pipeline_finetune
 from ..engine.trainer import Hooks, TrainConfig
 from ..metrics.flops import cost_summary
@@ -102,7 +102,7 @@ def task_ignored(task: Task | None) -> list[str]:
 
 
 def _totals(summary: Mapping[str, Any]) -> dict[str, Any]:
-    return {"params": summary["params"], "macs": summary["macs"], "bytes": summary["bytes"]}
+    return {k: summary[k] for k in ("params", "macs", "bytes") if k in summary}
 
 
 def _resolve_budget(flops_target: float | None, params_target: float | None,
@@ -160,7 +160,7 @@ def structured_prune(model: nn.Module, task: Task | None = None, *, example_inpu
     crit, calibration = _criterion(criterion, criterion_options, allocation, task, calibration, calibration_batches,
                                    run.device)
     dense_copy = copy.deepcopy(model) if latency is not None else None
-    before = cost_summary(model, example)
+    before = measure(model, example)
     dense = task.evaluate(model, run.device) if task is not None else {}
     graph = ChannelGraph(model, example[:1], [*ignored_layers, *task_ignored(task)])
     sizes = graph.sizes()
