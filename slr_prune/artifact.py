@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from .atomic import is_disk_full, pid_alive, write_atomic, write_bytes_atomic, write_text_atomic
+from .atomic import write_atomic
 from .errors import StateError
 from .structure import FORMAT as STRUCTURE_FORMAT
 from .structure import apply_record, structure_record
@@ -32,8 +32,8 @@ from .structure import apply_record, structure_record
 if TYPE_CHECKING:
     from .task import Task
 
-__all__ = ["FORMAT", "Artifact", "save_artifact", "load_artifact", "save_atomic", "write_bytes_atomic",
-           "write_text_atomic", "state_dict_mismatch", "digest", "is_disk_full", "pid_alive", "head_rows"]
+__all__ = ["FORMAT", "Artifact", "save_artifact", "load_artifact", "save_atomic", "state_dict_mismatch", "digest",
+           "head_rows"]
 
 FORMAT = "slr_prune/2"
 

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .artifact import digest, write_bytes_atomic
+from .artifact import digest
+from .atomic import write_bytes_atomic
 
 __all__ = ["FORMAT", "DTYPES", "encode", "decode", "write_compressed", "read_compressed", "is_compressed",
            "compressed_bytes", "dense_bytes", "file_bytes"]

@@ -83,7 +83,7 @@ def _sizes(costs: dict[str, Any]) -> list[str]:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    from .artifact import write_text_atomic
+    from .atomic import write_text_atomic
 
     return write_text_atomic(json.dumps(data, indent=2, default=float), path)
 
@@ -169,7 +169,7 @@ def plot_hard_prune_curves(results: Sequence[PruneResult], path: str | Path, tit
                            model: str | None = None) -> Path:
     """Hard-prune metric (weights projected, no retraining) after each solver epoch, per method,
     saved as a PNG; `title` heads the derived title (see `hard_prune_figure`)."""
-    from .artifact import write_atomic
+    from .atomic import write_atomic
 
     figure = hard_prune_figure(results, title, model)
     return write_atomic(lambda f: figure.savefig(f, format="png"), path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from slr_prune.artifact import write_atomic, write_bytes_atomic
+from slr_prune.atomic import write_atomic, write_bytes_atomic
 from slr_prune.cli import main
 from slr_prune.errors import DiskFullError
 

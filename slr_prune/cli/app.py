@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..artifact import is_disk_full
+from ..atomic import is_disk_full
 from ..errors import RunFolderBusyError, SpecError, StateError
 from ..registry import UnknownNameError
 from . import compare, demo, describe, evaluate, export, finetune, prune, search, structured, train

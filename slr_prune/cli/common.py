@@ -399,7 +399,7 @@ def write_run_files(out: str | Path, args: argparse.Namespace, results: Any, **r
     """Write args.yaml (all settings) and report.json ({settings, results, environment}) into `out`."""
     import yaml
 
-    from ..artifact import write_text_atomic
+    from ..atomic import write_text_atomic
     from ..engine.distributed import is_main
     from ..report import write_json
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..artifact import write_bytes_atomic
+from ..atomic import write_bytes_atomic
 from ..task import Task
 from . import EXPORTERS, plain_copy
 

@@ -201,7 +201,7 @@ class CocoEvaluator:
 
     def write_results(self, path: str | Path) -> Path:
         """The detections as a COCO results JSON (the format of the COCO evaluation server)."""
-        from ..artifact import write_text_atomic
+        from ..atomic import write_text_atomic
 
         return write_text_atomic(json.dumps(self.results), path)
 

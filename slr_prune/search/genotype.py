@@ -50,7 +50,7 @@ class Genotype:
         return cls(genes["normal"], genes["reduce"], steps, tuple(d.get("ops", ())))
 
     def save(self, path: str | Path) -> Path:
-        from ..artifact import write_text_atomic
+        from ..atomic import write_text_atomic
 
         return write_text_atomic(json.dumps(self.to_dict(), indent=1), path)
 
@@ -109,6 +109,6 @@ def plot_genotype(genotype: Genotype, path: str | Path, title: str = "") -> Path
         ax.set_axis_off()
         ax.set_title(kind)
     fig.suptitle(title or "derived cells (red: pruned convolutions, blue: dense convolutions, grey: parameter-free)")
-    from ..artifact import write_atomic
+    from ..atomic import write_atomic
 
     return write_atomic(lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), path)

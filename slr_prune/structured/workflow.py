@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..allocate import Allocation, allocate_convex, allocate_uniform, counts_from_ratios, polynomial_value
-from ..artifact import write_text_atomic
+from ..atomic import write_text_atomic
 from ..engine.pipeline import LatencyOptions, Run, measure, measure_latency, place, remove_channels
 from ..engine.pipeline import finetune as pipeline_finetune
 from ..engine.trainer import Hooks, TrainConfig
