@@ -15,7 +15,7 @@ takes its share of the batches and the H are summed, so every rank solves the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,7 +28,7 @@ from ..bn import batchnorm_layers
 from ..evaluate import bn_state_kept
 from ..utils import model_mode, weights_set_to
 
-__all__ = ["layer_gram", "full_passes", "flat_weight", "LAYER_TYPES", "StageInputs", "calibration_mode",
+__all__ = ["layer_gram", "layer_grams", "full_passes", "flat_weight", "LAYER_TYPES", "StageInputs", "calibration_mode",
            "input_source"]
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -226,23 +226,53 @@ def layer_gram(model: nn.Module, module: nn.Module, passes: Iterable[Pass],
     `batch_stats` normalises with each batch's own statistics in every BatchNorm (their running
     statistics are left as they are), so the inputs are those the pruned network will see once
     its BatchNorm is recalibrated rather than those of the dense network's stale statistics."""
-    state: dict[str, Any] = {"H": None, "n": 0}
-    source, input_of = input_source(model, module)
+    return layer_grams(model, [module], passes, batch_stats)[0]
 
-    def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        cols = _columns(module, input_of(mod, args, kwargs).detach()).to(torch.float64)
-        gram = cols.transpose(1, 2) @ cols
-        state["H"] = gram if state["H"] is None else state["H"] + gram
-        state["n"] += cols.shape[1]
-        raise _Captured
 
-    handle = source.register_forward_pre_hook(hook, with_kwargs=True)
+@torch.no_grad()
+def layer_grams(model: nn.Module, modules: Sequence[nn.Module], passes: Iterable[Pass],
+                batch_stats: bool = False) -> list[tuple[Tensor, int]]:
+    """`layer_gram` of several layers from the same passes: each pass stops once every layer has
+    seen its input, so the layers of a channel group (or a whole model) cost one set of passes."""
+    if not modules:
+        raise ValueError("layer_grams needs at least one layer")
+    states: list[dict[str, Any]] = [{"H": None, "n": 0} for _ in modules]
+    seen: set[int] = set()
+    handles = []
+
+    def hook_for(i: int, module: nn.Module, input_of: InputOf) -> Callable[..., None]:
+        def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if i in seen:  # a layer called twice in one pass (shared weights) counts its first call
+                return
+            cols = _columns(module, input_of(mod, args, kwargs).detach()).to(torch.float64)
+            gram = cols.transpose(1, 2) @ cols
+            state = states[i]
+            state["H"] = gram if state["H"] is None else state["H"] + gram
+            state["n"] += cols.shape[1]
+            seen.add(i)
+            if len(seen) == len(modules):
+                raise _Captured
+        return hook
+
+    def run_all() -> Iterator[Pass]:
+        for run in passes:
+            seen.clear()
+            yield run
+
     try:
+        for i, module in enumerate(modules):
+            source, input_of = input_source(model, module)
+            handles.append(source.register_forward_pre_hook(hook_for(i, module, input_of), with_kwargs=True))
         with calibration_mode(model, batch_stats):
-            _drain(passes)
+            _drain(run_all())
     finally:
-        handle.remove()
-    H, n = state["H"], state["n"]
+        for handle in handles:
+            handle.remove()
+    return [_reduced(module, state["H"], state["n"]) for module, state in zip(modules, states, strict=True)]
+
+
+def _reduced(module: nn.Module, H: Tensor | None, n: int) -> tuple[Tensor, int]:
+    """(H, n) summed over the ranks under torch.distributed; one line when the layer saw nothing."""
     if _rank_world()[1] > 1:
         d, g = module.weight[0].numel(), groups_of(module)
         H = torch.zeros(g, d, d, dtype=torch.float64, device=module.weight.device) if H is None else H
