@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from ..structured.criteria import CRITERIA
-from ..structured.workflow import LatencyOptions
-from .common import check_out, load_model, solver_args, task_args, train_args, train_config, write_run_files
+from ..structured.workflow import ALLOCATIONS, LatencyOptions
+from .common import (
+    bn_args,
+    check_out,
+    load_model,
+    solver_args,
+    task_args,
+    train_args,
+    train_config,
+    write_run_files,
+)
 from .options import add_config_flags, add_entry_options, config_values, entry_options, unused_flags
 from .runfolder import DEFAULT_OUT
 
@@ -38,12 +47,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fraction of the dense MACs to keep, e.g. 0.5 = 2x fewer")
     g.add_argument("--params-target", type=float, default=None, help="fraction of the dense parameters to keep")
     g.add_argument("--ratios", default=None, help="per-layer prune ratios 'glob=ratio,...' over group/layer names")
-    g.add_argument("--allocation", default="uniform", choices=["uniform", "convex"],
-                   help="per-group budgets for a target: one ratio for all, or the cvxpy program on sensitivities")
+    g.add_argument("--allocation", default="uniform", choices=list(ALLOCATIONS),
+                   help="per-group budgets for a target: one ratio for all (uniform), or the cvxpy program on "
+                        "sensitivities measured as the loss rise under masks (convex) or as the layer solver's "
+                        "consumer error at 7 keep fractions (curves)")
     g.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this (1 = exact)")
     g.add_argument("--min-keep", type=float, default=0.1, help="never keep less than this fraction of a group")
     g.add_argument("--ignore", action="append", default=[],
                    help="module-name glob whose outputs stay (repeatable); the task's own exclusions always apply")
+    g.add_argument("--repair", default="auto", choices=["auto", "on", "off"],
+                   help="re-fit the consumers of every pruned group by least squares on the calibration batches "
+                        "and re-estimate BatchNorm after removal (auto: on when --finetune-epochs is 0)")
+    bn_args(g)
     g = p.add_argument_group("criterion options (each applies to the criteria in brackets)")
     g.add_argument("--calibration-batches", type=int, default=4, help="batches for feature maps, losses, sensitivity")
     add_entry_options(g, CRITERIA.entries(), "criterion")
@@ -82,6 +97,9 @@ def _refuse_unused(args: argparse.Namespace, entry: Any, solver: str | None) -> 
                          "that uses it (--help lists each option's criteria and methods)")
 
 
+REPAIR = {"auto": None, "on": True, "off": False}
+
+
 def _fmt_int(n: float) -> str:
     return f"{n / 1e6:.3f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
 
@@ -100,8 +118,11 @@ def _print_report(result: Any) -> None:
     if result.metric:
         m = result.metric
         tuned = result.finetuned
-        rows.append((m, f"{100 * result.dense[m]:.2f}%", f"{100 * result.pruned[m]:.2f}% (no retraining)",
+        rows.append((m, f"{100 * result.dense[m]:.2f}%", f"{100 * result.pruned[m]:.2f}% (no retraining"
+                     f"{', consumers re-fitted' if result.repair else ''})",
                      f"{100 * tuned[m]:.2f}% after {len(result.finetune)} fine-tuning epochs" if tuned else ""))
+        if result.pruned_bn:
+            rows.append((f"{m}, BatchNorm re-estimated", "", f"{100 * result.pruned_bn[m]:.2f}%", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     print(f"criterion {result.criterion['name']}, allocation {result.allocation['method']}, round_to {result.round_to}")
     print("  ".join(h.ljust(w) for h, w in zip(("", "dense", "pruned", ""), widths, strict=True)))
@@ -158,8 +179,8 @@ def run(args: argparse.Namespace) -> None:
         model, task, criterion=args.criterion, criterion_options=options,
         flops_target=args.flops_target, params_target=args.params_target, ratios=ratios,
         allocation=args.allocation, round_to=args.round_to, min_keep=args.min_keep, ignored_layers=args.ignore,
-        calibration_batches=args.calibration_batches, finetune=finetune, device=device, latency=latency,
-        out_dir=args.out)
+        calibration_batches=args.calibration_batches, finetune=finetune, repair=REPAIR[args.repair],
+        bn_batches=args.bn_batches, seed=args.seed, device=device, latency=latency, out_dir=args.out)
     _print_report(result)
     write_run_files(args.out, args, result.to_dict(), task=task.record(), source_checkpoint=args.checkpoint,
                     criterion_options={k: v for k, v in options.items()

@@ -28,8 +28,8 @@ from ..bn import batchnorm_layers
 from ..evaluate import bn_state_kept
 from ..utils import model_mode, weights_set_to
 
-__all__ = ["layer_gram", "layer_grams", "full_passes", "flat_weight", "LAYER_TYPES", "StageInputs", "calibration_mode",
-           "input_source"]
+__all__ = ["layer_gram", "layer_grams", "cross_grams", "full_passes", "flat_weight", "LAYER_TYPES", "StageInputs",
+           "calibration_mode", "input_source"]
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 """Layers whose reconstruction problem is defined here (a Conv1d is a Conv2d of height 1)."""
@@ -284,3 +284,62 @@ def _reduced(module: nn.Module, H: Tensor | None, n: int) -> tuple[Tensor, int]:
         raise ValueError("layer-wise calibration saw no input for this layer: give at least one calibration "
                          "batch, and check that the task's forward pass reaches the layer")
     return H, n
+
+
+@torch.no_grad()
+def cross_grams(model: nn.Module, dense: nn.Module, modules: Sequence[nn.Module], dense_modules: Sequence[nn.Module],
+                batches: Iterable[Any], forward: Callable[[nn.Module, Any], Any],
+                batch_stats: bool = False) -> list[tuple[Tensor, Tensor, int]]:
+    """(H, B, n) per layer: H = Σ X_pᵀX_p of the layer's inputs in `model` and B = Σ X_pᵀX_d with
+    X_d the same layer's inputs (`dense_modules`) in `dense` on the same batch; the least-squares
+    weights that make the pruned network's layer reproduce the dense one's output X_d Wᵀ are then
+    W B ᵀ H⁻¹.  `dense` runs as it serves (eval mode, running BatchNorm statistics)."""
+    rank, world = _rank_world()
+    out: list[list[Any]] = [[None, None, 0] for _ in modules]
+    dense_cols: dict[int, Tensor] = {}
+
+    def capture(into: Callable[[int, Tensor], None], count: int) -> Callable[[int, nn.Module], Callable[..., None]]:
+        def make(i: int, module: nn.Module) -> Callable[..., None]:
+            def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+                if i in seen:
+                    return
+                into(i, _columns(module, args[0].detach()).to(torch.float64))
+                seen.add(i)
+                if len(seen) == count:
+                    raise _Captured
+            return hook
+        return make
+
+    def keep_dense(i: int, cols: Tensor) -> None:
+        dense_cols[i] = cols
+
+    def add(i: int, cols: Tensor) -> None:
+        state = out[i]
+        gram, cross = cols.transpose(1, 2) @ cols, cols.transpose(1, 2) @ dense_cols[i]
+        state[0] = gram if state[0] is None else state[0] + gram
+        state[1] = cross if state[1] is None else state[1] + cross
+        state[2] += cols.shape[1]
+
+    seen: set[int] = set()
+    to_dense, to_model = capture(keep_dense, len(modules)), capture(add, len(modules))
+    handles = [m.register_forward_pre_hook(to_dense(i, m)) for i, m in enumerate(dense_modules)]
+    handles += [m.register_forward_pre_hook(to_model(i, m)) for i, m in enumerate(modules)]
+    try:
+        with model_mode(dense, train=False), calibration_mode(model, batch_stats):
+            for j, batch in enumerate(batches):
+                if j % world != rank:
+                    continue
+                for net in (dense, model):
+                    seen.clear()
+                    _drain([lambda n=net, b=batch: forward(n, b)])
+                dense_cols.clear()
+    finally:
+        for h in handles:
+            h.remove()
+    result = []
+    for module, (H, B, n) in zip(modules, out, strict=True):
+        H, n = _reduced(module, H, n)
+        if world > 1:
+            dist.all_reduce(B)
+        result.append((H, B, n))
+    return result

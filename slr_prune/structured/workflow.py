@@ -3,9 +3,15 @@
     dense metric, params, MACs
       → ChannelGraph (Torch-Pruning dependency graph, coupled groups)
       → per-group channel counts: explicit ratios, or a FLOPs/params target allocated uniformly or
-        by the convex program of `slr_prune.allocate` (sensitivities measured with masks)
-      → criterion scores (l1, l2, nuclear, chip, lfe, slr, admm) → keep the top channels per group
-      → removal → metric without retraining → fine-tuning → metric, params, MACs, latency
+        by the convex program of `slr_prune.allocate` on sensitivities: the loss rise measured with
+        masks ("convex") or the layer solver's relative consumer error ("curves")
+      → criterion scores (l1, l2, nuclear, chip, lfe, slr, admm, layerwise) → keep the top channels
+        per group
+      → repair (on by default at zero fine-tuning epochs): the consumers of every pruned group
+        re-fitted by least squares on calibration activations (`reconstruction.py`; the layerwise
+        criterion re-fits as it chooses)
+      → removal → metric without retraining → BatchNorm re-estimated (repair) → metric
+      → fine-tuning → metric, params, MACs, latency
       → optional file: state dict + structure record (`record.py`), report.json
 
 `torch_pruning_baseline()` is the external baseline: Torch-Pruning's own `MetaPruner` with its
@@ -31,14 +37,17 @@ from ..atomic import write_text_atomic
 from ..engine.pipeline import LatencyOptions, Run, measure, measure_latency, place, remove_channels
 from ..engine.pipeline import finetune as pipeline_finetune
 from ..engine.trainer import Hooks, TrainConfig
+from ..evaluate import BN_BATCHES, check_bn_batches, recalibrate_task_bn
+from ..layerwise import Reconstruction
 from ..metrics.flops import cost_summary
 from ..task import Task, task_name
 from ..utils import model_mode
 from .criteria import CRITERIA, Calibration, Criterion, WeightNorm, make_criterion
+from .reconstruction import channel_error_curves, reconstruct_channels
 from .record import save_pruned
 from .surgery import ChannelGraph, SiteMasker, plan_from_scores
 
-__all__ = ["StructuredResult", "structured_prune", "torch_pruning_baseline", "measure_sensitivity",
+__all__ = ["StructuredResult", "structured_prune", "ALLOCATIONS", "torch_pruning_baseline", "measure_sensitivity",
            "LatencyOptions"]
 
 
@@ -54,6 +63,9 @@ class StructuredResult:
     metric: str | None
     dense: dict[str, float] = field(default_factory=dict)
     pruned: dict[str, float] = field(default_factory=dict)
+    pruned_bn: dict[str, float] = field(default_factory=dict)
+    repair: bool = False
+    layers: list[dict[str, Any]] = field(default_factory=list)
     finetune: list[dict[str, Any]] = field(default_factory=list)
     costs: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
@@ -120,15 +132,31 @@ def _resolve_budget(flops_target: float | None, params_target: float | None,
     return given[0]
 
 
+ALLOCATIONS = ("uniform", "convex", "curves")
+"""Per-group budgets for a target: one keep fraction for every group, or the convex program on
+sensitivities measured as the loss rise under masks (convex) or as the layer solver's relative
+consumer error at `CURVE_LEVELS` (curves)."""
+CURVE_LEVELS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+"""Keep fractions of each group's error curve (allocation "curves")."""
+
+
 def _checked_budget(allocation: str, flops_target: float | None, params_target: float | None,
                     ratios: Mapping[str, float] | None) -> tuple[str, Any]:
     """(kind, budget) after checking that the allocation fits it."""
-    if allocation not in ("uniform", "convex"):
-        raise ValueError(f"allocation {allocation!r} is not 'uniform' or 'convex'")
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation {allocation!r} is not one of {', '.join(ALLOCATIONS)}")
     kind, budget = _resolve_budget(flops_target, params_target, ratios)
     if kind == "ratios" and allocation != "uniform":
-        raise ValueError("allocation 'convex' needs a flops_target or params_target, not per-layer ratios")
+        raise ValueError(f"allocation {allocation!r} needs a flops_target or params_target, not per-layer ratios")
     return kind, budget
+
+
+def _checked_repair(repair: bool | None, finetune: TrainConfig | None, bn_batches: int) -> bool:
+    """Whether to repair: given, or on when no fine-tuning epoch follows."""
+    if repair is not None and not isinstance(repair, bool):
+        raise ValueError(f"repair must be True, False or None (on at zero fine-tuning epochs), got {repair!r}")
+    check_bn_batches(bn_batches)
+    return repair if repair is not None else (finetune is None or finetune.epochs <= 0)
 
 
 def structured_prune(model: nn.Module, task: Task | None = None, *, example_input: Tensor | None = None,
@@ -138,42 +166,63 @@ def structured_prune(model: nn.Module, task: Task | None = None, *, example_inpu
                      min_keep: float = 0.1, ignored_layers: Iterable[nn.Module | str] = (),
                      calibration: Calibration | None = None, calibration_batches: int = 4,
                      sensitivity_levels: Sequence[float] = (0.25, 0.5, 0.75), finetune: TrainConfig | None = None,
+                     repair: bool | None = None, bn_batches: int = BN_BATCHES, seed: int = 0,
                      device: str | torch.device = "auto", latency: LatencyOptions | None = None,
                      out_dir: str | Path | None = None, hooks: Sequence[Hooks] = ()) -> StructuredResult:
     """Prune `model`'s filters for real, in place; see the module docstring for the steps.
 
     Budgets: `flops_target` / `params_target` are the fraction of the dense MACs / parameters to
     keep (0.5 = half); `ratios` maps globs over group or layer names to prune ratios.
-    `allocation` "uniform" or "convex" (for targets).  `round_to` makes every kept channel count
-    a multiple of it (1 = exact counts).  `finetune` is a `TrainConfig` (needs `task`); `hooks`
+    `allocation` "uniform", "convex" or "curves" (for targets; see `ALLOCATIONS`).  `round_to`
+    makes every kept channel count a multiple of it (1 = exact counts).  `repair` (default: on
+    when no fine-tuning follows) re-fits the consumers of every pruned group by least squares on
+    the calibration batches before removal and re-estimates BatchNorm on `bn_batches` training
+    batches (of `seed`) after it; `pruned` is measured before that re-estimation, `pruned_bn`
+    after.  `finetune` is a `TrainConfig` (needs `task`); `hooks`
     join its Trainer.  The task's `default_exclude` (e.g. a detection head's output convs) joins
     `ignored_layers`.
     """
     start = time.perf_counter()
     kind, budget = _checked_budget(allocation, flops_target, params_target, ratios)
-    run = Run(model, task, place(model, device), hooks=hooks)
+    repair = _checked_repair(repair, finetune, bn_batches)
+    run = Run(model, task, place(model, device), seed=seed, hooks=hooks)
     if example_input is None:
         if task is None:
             raise ValueError("give a task or an example_input (a batch-of-1 input tensor)")
         example_input = task.example_input()
     example = example_input.to(run.device)
-    crit, calibration = _criterion(criterion, criterion_options, allocation, task, calibration, calibration_batches,
-                                   run.device)
+    crit, calibration = _criterion(criterion, criterion_options, allocation, repair, task, calibration,
+                                   calibration_batches, run.device)
     dense_copy = copy.deepcopy(model) if latency is not None else None
-    before = measure(model, example)
-    dense = task.evaluate(model, run.device) if task is not None else {}
     graph = ChannelGraph(model, example[:1], [*ignored_layers, *task_ignored(task)])
     sizes = graph.sizes()
+    if kind != "ratios":  # a target out of reach is refused before any data is read
+        allocate_uniform(sizes, graph.costs.polynomial(kind), budget, kind, round_to, min_keep)
+    before = measure(model, example)
+    dense = task.evaluate(model, run.device) if task is not None else {}
     t0 = time.perf_counter()
     alloc, scores = _allocate(graph, sizes, crit, calibration, kind, budget, allocation, round_to, min_keep,
-                              sensitivity_levels)
+                              CURVE_LEVELS if allocation == "curves" else sensitivity_levels)
     seconds = {"allocation": time.perf_counter() - t0}
     t0 = time.perf_counter()
     if scores is None:
         scores = crit.scores(graph, calibration, alloc.counts)
     seconds["criterion"] = time.perf_counter() - t0
     plan = plan_from_scores(scores, {g: k for g, k in alloc.counts.items() if k < sizes[g]})
+    layers = getattr(crit, "records", [])
+    if repair and not getattr(crit, "reconstructs", False):
+        assert calibration is not None  # _criterion built it for the repair
+        t0 = time.perf_counter()
+        _, layers = reconstruct_channels(graph, calibration, _repair_config(crit), plan=plan,
+                                         target=getattr(crit, "target", "dense"))
+        seconds["refit"] = time.perf_counter() - t0
     predicted, after, pruned_metrics = remove_channels(run, graph, plan, example)
+    pruned_bn: dict[str, float] = {}
+    if repair and task is not None:
+        t0 = time.perf_counter()
+        if recalibrate_task_bn(task, model, run.device, bn_batches, seed):
+            pruned_bn = task.evaluate(model, run.device)
+        seconds["bn"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     history = pipeline_finetune(run, finetune)
     if history:
@@ -183,7 +232,7 @@ def structured_prune(model: nn.Module, task: Task | None = None, *, example_inpu
     result = StructuredResult(
         criterion=crit.describe(), allocation={k: v for k, v in alloc.to_dict().items() if k != "counts"},
         round_to=round_to, counts=dict(alloc.counts), sizes=sizes, metric=task.metric if task is not None else None,
-        dense=dense, pruned=pruned_metrics, finetune=history,
+        dense=dense, pruned=pruned_metrics, pruned_bn=pruned_bn, repair=repair, layers=layers, finetune=history,
         costs={"before": _totals(before), "after": _totals(after), "predicted_after": predicted,
                "macs_ratio": before["macs"] / max(1, after["macs"]),
                "params_ratio": before["params"] / max(1, after["params"])},
@@ -194,14 +243,14 @@ def structured_prune(model: nn.Module, task: Task | None = None, *, example_inpu
 
 
 def _criterion(criterion: str | Criterion, criterion_options: Mapping[str, Any] | None, allocation: str,
-               task: Task | None, calibration: Calibration | None, calibration_batches: int,
+               repair: bool, task: Task | None, calibration: Calibration | None, calibration_batches: int,
                device: torch.device) -> tuple[Criterion, Calibration | None]:
     """The criterion (workflow criteria get the task) and the calibration data it or the allocation needs."""
     options = dict(criterion_options or {})
     if isinstance(criterion, str) and "task" in CRITERIA.get(criterion).traits["workflow"]:
         options.setdefault("task", task)
     crit = make_criterion(criterion, **options)
-    if (crit.needs_data or allocation == "convex") and calibration is None:
+    if (crit.needs_data or repair or allocation != "uniform") and calibration is None:
         if task is None:
             raise ValueError(f"criterion {crit.name!r} / allocation {allocation!r} need data: give a task or a "
                              "Calibration")
@@ -223,12 +272,24 @@ def _allocate(graph: ChannelGraph, sizes: dict[str, int], crit: Criterion, calib
     if allocation == "uniform":
         return allocate_uniform(sizes, poly, budget, kind, round_to, min_keep), None
     assert calibration is not None  # _criterion built it for the convex allocation
-    scores = None if crit.needs_counts else crit.scores(graph, calibration)
-    proxy = WeightNorm(p=2).scores(graph) if scores is None else scores  # solver criteria score after: L2 stands in
-    sens = measure_sensitivity(graph, proxy, calibration, levels)
+    if allocation == "curves":
+        ks = {g: sorted({max(1, round(x * n)) for x in levels}) for g, n in sizes.items()}
+        sens = channel_error_curves(graph, calibration, _repair_config(crit), ks)
+        scores = None
+    else:
+        scores = None if crit.needs_counts else crit.scores(graph, calibration)
+        proxy = WeightNorm(p=2).scores(graph) if scores is None else scores  # solver criteria score after: L2
+        sens = measure_sensitivity(graph, proxy, calibration, levels)
     alloc = allocate_convex(sizes, poly, budget, sens, kind, round_to, min_keep)
     alloc.info["sensitivity"] = {g: [list(p) for p in pts] for g, pts in sens.items()}
     return alloc, scores
+
+
+def _repair_config(crit: Criterion) -> Reconstruction:
+    """The reconstruction settings of the repair and the error curves: the layerwise criterion's own,
+    else the defaults."""
+    config = getattr(crit, "config", None)
+    return config if isinstance(config, Reconstruction) else Reconstruction()
 
 
 def _save(out: Path, model: nn.Module, task: Task | None, result: StructuredResult) -> None:
