@@ -13,7 +13,7 @@ HELP = "several methods from the same checkpoint under the same budget and epoch
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p, NAME)
-    p.add_argument("--methods", default="slr,admm,magnitude",
+    p.add_argument("--methods", default="slr,admm,magnitude,layerwise",
                    help=f"comma-separated methods from: {', '.join(SOLVERS.list())}")
 
 
