@@ -30,6 +30,7 @@ one new file plus its import in its package's `__init__` (see api.md).
 def registries() -> list[tuple[str, Registry, frozenset[str]]]:
     """(heading, registry, option names not shown) for every registry, importing what fills them."""
     from . import adapters, engine  # noqa: F401  (register the built-in tasks and the layerwise solver)
+    from .engine.allocation import ALLOCATIONS
     from .export import EXPORTERS
     from .layerwise.solvers import LAYER_SOLVERS
     from .models import MODELS
@@ -42,6 +43,7 @@ def registries() -> list[tuple[str, Registry, frozenset[str]]]:
     none: frozenset[str] = frozenset()
     return [("Solvers (`--method`)", SOLVERS, none),
             ("Layer solvers (`--layer-solver`)", LAYER_SOLVERS, none),
+            ("Per-layer budgets (`--allocation`)", ALLOCATIONS, none),
             ("Structured criteria (`--criterion`)", CRITERIA, none),
             ("Sparsity forms (`--form`; own parameters by `--form-option` or a rule's `options`)", FORMS,
              frozenset({"ratio", "scope", "budget"})),

@@ -13,7 +13,7 @@ from .errors import SpecError
 from .task import TASKS, Task
 
 __all__ = ["results_table", "side_metrics", "write_json", "plot_hard_prune_curves", "hard_prune_figure",
-           "describe_results"]
+           "describe_results", "allocation_figure", "plot_allocation"]
 
 
 def side_metrics(task: Task | None = None) -> tuple[str, ...]:
@@ -172,4 +172,47 @@ def plot_hard_prune_curves(results: Sequence[PruneResult], path: str | Path, tit
     from .atomic import write_atomic
 
     figure = hard_prune_figure(results, title, model)
+    return write_atomic(lambda f: figure.savefig(f, format="png"), path)
+
+
+def _allocated(results: Sequence[PruneResult]) -> list[PruneResult]:
+    """The results whose allocation re-divided the budget among the layers."""
+    from .engine.allocation import ALLOCATIONS
+
+    return [r for r in results if r.allocation and r.allocation["rule"] in ALLOCATIONS
+            and ALLOCATIONS.get(r.allocation["rule"]).traits["reallocates"]]
+
+
+def allocation_figure(results: Sequence[PruneResult], model: str | None = None) -> Any:
+    """Bars of the prune ratio per layer, one series per result with a non-uniform allocation
+    (a matplotlib Figure, not drawn on screen)."""
+    from matplotlib.figure import Figure
+
+    shown = _allocated(results)
+    layers = list(shown[0].allocation["ratios"]) if shown else []
+    fig = Figure(figsize=(max(6.4, 0.35 * len(layers) + 2), 4.0), dpi=120)
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(shown))
+    for i, r in enumerate(shown):
+        ratios = r.allocation["ratios"]
+        ax.bar([x + i * width for x in range(len(layers))], [100 * ratios.get(n, 0.0) for n in layers], width,
+               label=f"{r.method}: {r.allocation['rule']} ({100 * r.allocation['sparsity']:.3g}% overall)")
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(layers))],
+                  [n.removesuffix(".weight") for n in layers], rotation=90, fontsize=7)
+    ax.set_ylabel("pruned (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("\n".join(x for x in ("Prune ratio per layer", describe_results(results, model)) if x), fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_allocation(results: Sequence[PruneResult], path: str | Path, model: str | None = None) -> Path | None:
+    """`allocation_figure` saved as a PNG; None (nothing written) when no result re-allocated."""
+    from .atomic import write_atomic
+
+    if not _allocated(results):
+        return None
+    figure = allocation_figure(results, model)
     return write_atomic(lambda f: figure.savefig(f, format="png"), path)

@@ -29,6 +29,7 @@ from ..spec import PruneSpec
 from ..task import Task, task_name
 from ..utils import state_digest
 from . import distributed as dist_utils
+from .allocation import AllocationContext, allocate, check_allocation
 from .pipeline import (
     Run,
     build_solver,
@@ -65,6 +66,7 @@ class PruneResult:
     layerwise: list[dict[str, Any]] = field(default_factory=list)
     projection: dict[str, dict[str, float] | None] | None = None
     reconstruction: dict[str, Any] | None = None
+    allocation: dict[str, Any] | None = None
 
     @property
     def best_hard_prune(self) -> dict[str, float]:
@@ -84,7 +86,8 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
           solver_options: Mapping[str, Any] | Any = None, out_dir: str | Path | None = None,
           resume: bool = False, dense_metrics: dict[str, float] | None = None,
           bn_batches: int = BN_BATCHES, keep_checkpoints: bool = True,
-          reconstruct: Reconstruction | None = None, hooks: Sequence[Hooks] = ()) -> PruneResult:
+          reconstruct: Reconstruction | None = None, hooks: Sequence[Hooks] = (), allocation: str = "uniform",
+          allocation_options: Mapping[str, Any] | Any = None) -> PruneResult:
     """Prune `model` in place with the registered solver `method` under `spec`; see module doc.
 
     `spec` is a PruneSpec or resolved sets {parameter name: ConstraintSet} (e.g. an allocation);
@@ -97,15 +100,22 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     `reconstruct` makes the final hard prune a layer-wise reconstruction (engine/reconstruct.py)
     instead of the projection; the projection's metrics are kept beside it (`projection`).  The
     one-shot method `layerwise` reconstructs from the dense weights with zero epochs.  `hooks` join
-    every training phase's Trainer (solver training and fine-tuning).
+    every training phase's Trainer (solver training and fine-tuning).  `allocation` (a rule of
+    engine/allocation.py's ALLOCATIONS, with `allocation_options`) re-divides the unstructured
+    budget among the layers before the solver is built; the per-layer ratios are in `allocation`.
     """
     entry = SOLVERS.get(method)
     config = solver_config(method, solver_options)
     _check_inputs(model, bn_batches, reconstruct)
+    sets = dict(spec.resolve(model)) if isinstance(spec, PruneSpec) else dict(spec)
+    layer_config = _layer_config(config, reconstruct)
+    rule, allocation_options = check_allocation(allocation, allocation_options, sets, model, layer_config, task)
     start = time.perf_counter()
     train = train or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
     settings = _settings(model, task, spec, method, config, bn_batches, reconstruct)
+    if rule.traits["reallocates"]:  # (a uniform run's settings stay as they were, so its old folders resume)
+        settings["allocation"] = {"rule": allocation, "options": asdict(allocation_options)}
     with_phases = {**settings, "train": train.fingerprint(), "finetune": finetune.fingerprint() if finetune else None}
     if resume and out is not None and (out / "pruned.pt").is_file():
         return _finished(model, out / "pruned.pt", with_phases)
@@ -113,7 +123,10 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
     example = task.example_input()
     costs_before = measure(model, example)
     dense = dense_metrics or task.evaluate(model, run.device)
-    solver = build_solver(run, entry, spec, config, reconstruct)
+    with run.stage(f"allocation {allocation}"):
+        context = AllocationContext(task, run.device, train.seed, layer_config, out, resume)
+        sets, allocated = allocate(model, sets, rule.name, allocation_options, context)
+    solver = build_solver(run, entry, sets if rule.traits["reallocates"] else spec, config, reconstruct)
     with run.stage(f"train {method}"):
         epochs = train_solver(run, solver, train, method, settings, bn_batches)
     with run.stage("hard prune, layer-wise" if reconstruct or config.needs_task else "hard prune"):
@@ -129,7 +142,7 @@ def prune(model: nn.Module, task: Task, spec: PruneSpec | Mapping[str, Constrain
         sparsity=reached, epochs=epochs, finetune=tuned,
         costs={"before": _totals(costs_before), "after": _totals(measure(model, example))},
         seconds=time.perf_counter() - start, layerwise=pruned.layers, projection=pruned.projection,
-        reconstruction=reconstruct.fingerprint() if reconstruct else None,
+        reconstruction=reconstruct.fingerprint() if reconstruct else None, allocation=allocated.to_dict(),
     )
     if out is not None and dist_utils.is_main():
         _save(run, out, pruned.masks, result, with_phases)
@@ -152,6 +165,13 @@ def _finished(model: nn.Module, path: Path, settings: dict[str, Any]) -> PruneRe
     saved.build(model, f"{str(path)!r}")
     print(f"note: {str(path)!r} is a finished run with these settings; nothing to do (its result is reported)")
     return PruneResult(**saved.result)
+
+
+def _layer_config(config: SolverConfig, reconstruct: Reconstruction | None) -> Reconstruction:
+    """The layer-wise settings an allocation's error curves use: the method's own reconstruction
+    (`layerwise`), else the final hard prune's, else the defaults."""
+    own = getattr(config, "reconstruction", None)
+    return own() if callable(own) else reconstruct or Reconstruction()
 
 
 def _check_inputs(model: nn.Module, bn_batches: int, reconstruct: Reconstruction | None) -> None:

@@ -49,7 +49,7 @@ from ..utils import state_digest
 from .distributed import is_main
 from .trainer import check_same_settings
 
-__all__ = ["reconstruct", "check_reconstruction", "per_layer_sets", "Layerwise", "LayerwiseConfig"]
+__all__ = ["reconstruct", "check_reconstruction", "per_layer_sets", "solve_on_gram", "Layerwise", "LayerwiseConfig"]
 
 
 def _module_of(model: nn.Module, name: str) -> nn.Module:
@@ -132,6 +132,19 @@ def _solve_layer(model: nn.Module, name: str, module: nn.Module, passes: Iterabl
     start = time.perf_counter()
     H, n = layer_gram(model, module, passes, batch_stats=config.batch_stats)
     calibrated = time.perf_counter()
+    new, mask, record = solve_on_gram(module, H, target, solver, config)
+    module.weight.copy_(new.to(module.weight.dtype))
+    seconds = time.perf_counter() - start
+    return mask, {"layer": name, "shape": list(module.weight.shape), "inputs": n, **record, "seconds": seconds,
+                  "calibration_seconds": calibrated - start}
+
+
+def solve_on_gram(module: nn.Module, H: torch.Tensor, target: ConstraintSet, solver: LayerSolver,
+                  config: Reconstruction) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The layer problem of `module`'s weight on the Gram matrix H, solved (re-fitted when the
+    config says so) without touching the module: (new weight in the layer's shape, float64; its
+    mask; relative output errors f(W′)/f(0) of the plain projection and of the solver, kept count
+    and the solver's info).  The layer-wise reconstruction and the allocation's error curves share it."""
     W = flat_weight(module).to(torch.float64)
     dtype = PRECISIONS[config.precision]
     problem = LayerProblem(W.to(dtype), damped(H, config.damping).to(dtype), target, module.weight.shape)
@@ -143,11 +156,8 @@ def _solve_layer(model: nn.Module, name: str, module: nn.Module, passes: Iterabl
     before = float(raw.objective(W * problem.project_mask(W))) / base
     new = new.to(torch.float64)
     after = float(raw.objective(new)) / base
-    module.weight.copy_(new.reshape(module.weight.shape).to(module.weight.dtype))
-    seconds = time.perf_counter() - start
-    return mask.reshape(module.weight.shape), {
-        "layer": name, "shape": list(module.weight.shape), "inputs": n, "error_projection": before, "error": after,
-        "kept": int(mask.sum()), "seconds": seconds, "calibration_seconds": calibrated - start, **info}
+    return new.reshape(module.weight.shape), mask.reshape(module.weight.shape), {
+        "error_projection": before, "error": after, "kept": int(mask.sum()), **info}
 
 
 def _log_layer(log: Callable[[str], None], record: dict[str, Any], position: str, config: Reconstruction) -> None:
