@@ -24,6 +24,7 @@ from slr_prune.layerwise import (
     layer_gram,
     refit,
 )
+from slr_prune.layerwise.problem import dense_reference
 from slr_prune.registry import UnknownNameError
 from slr_prune.sets import Projector, Unstructured
 from slr_prune.task import Task
@@ -342,6 +343,41 @@ def test_interrupted_reconstruction_resumes_at_the_next_layer_or_refuses(tmp_pat
                     log=None)
 
 
+def test_dense_reference_of_an_unchanged_network_is_its_own_weight():
+    """B = H when the pruned and the dense inputs agree: W Bᵀ (H + δI)⁻¹ → W as δ → 0."""
+    torch.manual_seed(0)
+    x = torch.randn(200, 6, dtype=torch.float64)
+    H = (x.T @ x).unsqueeze(0)
+    W = torch.randn(1, 4, 6, dtype=torch.float64)
+    torch.testing.assert_close(dense_reference(W, H, H, 1e-9), W, rtol=1e-6, atol=1e-7)
+    # and with other inputs it is the least-squares fit of the dense output
+    xd = x + 0.3 * torch.randn_like(x)
+    want = torch.linalg.lstsq(x, xd @ W[0].T).solution.T
+    torch.testing.assert_close(dense_reference(W, H, (x.T @ xd).unsqueeze(0), 1e-12)[0], want, rtol=1e-6,
+                               atol=1e-7)
+
+
+def _output_gap(model, dense, x):
+    with torch.no_grad():
+        model.eval(), dense.eval()
+        return float(((model(x) - dense(x)) ** 2).mean())
+
+
+def test_dense_target_corrects_the_earlier_layers_errors():
+    """At 80% the network reconstructed toward the dense output ends closer to the dense network
+    (on the calibration images) than the one whose layers reproduce their own weights."""
+    torch.manual_seed(0)
+    dense = Net()
+    sets = PruneSpec.uniform(0.8).resolve(dense)
+    gaps = {}
+    for target in ("current", "dense"):
+        model = copy.deepcopy(dense)
+        reconstruct(model, TinyTask(), sets, Reconstruction("slr", 4, options={"iterations": 50}, batch_stats=False,
+                                                            target=target), log=None)
+        gaps[target] = _output_gap(model, dense, TinyTask().x)
+    assert gaps["dense"] < gaps["current"]
+
+
 # ---- options --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs,match", [
     ({"damping": -0.1}, "damping must be a finite number > 0"),
@@ -350,6 +386,7 @@ def test_interrupted_reconstruction_resumes_at_the_next_layer_or_refuses(tmp_pat
     ({"calibration_batches": 2.5}, "calibration_batches must be an integer ≥ 1"),
     ({"refit": "yes"}, "refit must be true or false"),
     ({"precision": "float16"}, "precision must be one of float64, float32"),
+    ({"target": "teacher"}, "target must be one of current, dense"),
     ({"options": {"iterations": 0}}, "iterations must be a positive integer"),
     ({"options": {"rho": 1.0, "rho_end": 0.5}}, "rho_end must be a number ≥ rho"),
     ({"options": {"bogus": 1}}, "unknown option 'bogus'"),

@@ -132,8 +132,8 @@ def test_physical_removal_equals_the_masked_reconstruction(target):
     model = _trained_bn(resnet20(), batches)
     graph = ChannelGraph(model, batches[0][:1])
     counts = {g: max(1, grp.size // 2) for g, grp in graph.groups.items()}
-    plan, records = reconstruct_channels(graph, Calibration(batches), Reconstruction("slr", damping=0.01,
-                                         options={"iterations": 20}), counts=counts, target=target, log=None)
+    config = Reconstruction("slr", damping=0.01, options={"iterations": 20}, target=target)
+    plan, records = reconstruct_channels(graph, Calibration(batches), config, counts=counts, log=None)
     assert set(plan) == set(counts) and all(int(plan[g].sum()) == counts[g] for g in plan)
     assert all(r["error"] <= r["error_projection"] + 1e-9 for r in records)
     x = torch.randn(4, 1, 8, 8)

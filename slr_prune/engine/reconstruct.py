@@ -11,9 +11,10 @@ settings differ.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -38,8 +39,9 @@ from ..layerwise import (
     layer_gram,
     refit,
 )
-from ..layerwise.calibration import Pass
+from ..layerwise.calibration import cross_grams
 from ..layerwise.config import CALIBRATION_BATCHES, DAMPING, PRECISIONS
+from ..layerwise.problem import dense_reference
 from ..masks import Masks
 from ..sets import ConstraintSet, Projector, TopKSet
 from ..solvers import Solver, SolverConfig, register_solver
@@ -100,6 +102,7 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
                 "source_weights": state_digest(model) if path is not None else None}
     masks: dict[str, torch.Tensor] = {}
     records: list[dict[str, Any]] = []
+    dense = copy.deepcopy(model) if config.target == "dense" else None  # the source weights, before a resume
     if resume and path is not None and path.is_file():
         saved = load_artifact(path, map_location=device)
         check_same_settings(saved.settings, settings, path)
@@ -108,14 +111,26 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
         records = list((saved.phase or {}).get("records", []))
         if log:
             log(f"layer-wise: resuming {str(path)!r} after {len(records)} of {len(names)} layers")
+    def forward(m: nn.Module, b: Any) -> Any:
+        return task.forward(m, b, device)
+
     stages = _Stages(model, lambda: full_passes(model, task.calibration_batches(config.calibration_batches, seed),
-                                                lambda m, b: task.forward(m, b, device)), config.batch_stats)
+                                                forward), config.batch_stats)
     for i, name in enumerate(names):
         if name in masks:
             continue
         module = _module_of(model, name)
-        mask, record = _solve_layer(model, name, module, stages.passes_for(name.rpartition(".")[0], module),
-                                    solver, config, sets[name])
+        started = time.perf_counter()
+        if dense is None:
+            H, n = layer_gram(model, module, stages.passes_for(name.rpartition(".")[0], module), config.batch_stats)
+            reference = None
+        else:
+            dense_module = _module_of(dense, name)
+            H, B, n = cross_grams(model, dense, [module], [dense_module],
+                                  task.calibration_batches(config.calibration_batches, seed), forward,
+                                  config.batch_stats)[0]
+            reference = dense_reference(flat_weight(dense_module).to(torch.float64), H, B, config.damping)
+        mask, record = _solve_layer(name, module, H, n, reference, solver, config, sets[name], started)
         masks[name] = mask
         records.append(record)
         if path is not None and is_main():  # every rank holds the same weights; one writes them
@@ -126,26 +141,27 @@ def reconstruct(model: nn.Module, task: Task, sets: Mapping[str, ConstraintSet],
     return Masks(masks), records
 
 
-def _solve_layer(model: nn.Module, name: str, module: nn.Module, passes: Iterable[Pass], solver: LayerSolver,
-                 config: Reconstruction, target: ConstraintSet) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Calibrate one layer, solve its problem and write its new weights; returns (mask, record)."""
-    start = time.perf_counter()
-    H, n = layer_gram(model, module, passes, batch_stats=config.batch_stats)
+def _solve_layer(name: str, module: nn.Module, H: torch.Tensor, n: int, reference: torch.Tensor | None,
+                 solver: LayerSolver, config: Reconstruction, target: ConstraintSet,
+                 started: float) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Solve one layer calibrated since `started` and write its new weights; returns (mask, record)."""
     calibrated = time.perf_counter()
-    new, mask, record = solve_on_gram(module, H, target, solver, config)
+    new, mask, record = solve_on_gram(module, H, target, solver, config, reference)
     module.weight.copy_(new.to(module.weight.dtype))
-    seconds = time.perf_counter() - start
-    return mask, {"layer": name, "shape": list(module.weight.shape), "inputs": n, **record, "seconds": seconds,
-                  "calibration_seconds": calibrated - start}
+    return mask, {"layer": name, "shape": list(module.weight.shape), "inputs": n, **record,
+                  "seconds": time.perf_counter() - started, "calibration_seconds": calibrated - started}
 
 
 def solve_on_gram(module: nn.Module, H: torch.Tensor, target: ConstraintSet, solver: LayerSolver,
-                  config: Reconstruction) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """The layer problem of `module`'s weight on the Gram matrix H, solved (re-fitted when the
-    config says so) without touching the module: (new weight in the layer's shape, float64; its
-    mask; relative output errors f(W′)/f(0) of the plain projection and of the solver, kept count
-    and the solver's info).  The layer-wise reconstruction and the allocation's error curves share it."""
-    W = flat_weight(module).to(torch.float64)
+                  config: Reconstruction, reference: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The layer problem of `module`'s weight (or of `reference`, (groups, rows, d) float64: the
+    weights that reproduce the dense output, `dense_reference`) on the Gram matrix H, solved
+    (re-fitted when the config says so) without touching the module: (new weight in the layer's
+    shape, float64; its mask; relative output errors f(W′)/f(0) of the plain projection and of the
+    solver, kept count and the solver's info).  The layer-wise reconstruction and the allocation's
+    error curves share it."""
+    W = flat_weight(module).to(torch.float64) if reference is None else reference
     dtype = PRECISIONS[config.precision]
     problem = LayerProblem(W.to(dtype), damped(H, config.damping).to(dtype), target, module.weight.shape)
     new, mask, info = solver.solve(problem)
@@ -223,6 +239,10 @@ class LayerwiseConfig(SolverConfig):
         "recalibration) or by the dense network's running ones")
     precision: Literal["float64", "float32"] = option("float64", "layer-wise: the dtype the layer solvers work "
                                                       "in (H is accumulated in float64)")
+    target: Literal["current", "dense"] = option(
+        "current", "layer-wise: each layer reproduces its own weights' output on the inputs of the network as "
+        "pruned so far (current) or the dense network's output (dense: corrects the earlier layers' errors)",
+        flag="layer-target")
     layer_options: Mapping[str, Any] | None = option(None)
 
     needs_task: ClassVar[bool] = True
@@ -242,7 +262,8 @@ class LayerwiseConfig(SolverConfig):
         if self.calibration_bn not in ("batch", "running"):
             raise ValueError(f"calibration_bn must be 'batch' or 'running', got {self.calibration_bn!r}")
         return Reconstruction(self.layer_solver, self.calibration_batches, self.damping, self.refit == "lstsq",
-                              dict(self.layer_options or {}), self.calibration_bn == "batch", self.precision)
+                              dict(self.layer_options or {}), self.calibration_bn == "batch", self.precision,
+                              self.target)
 
 
 @register_solver("layerwise",

@@ -298,12 +298,13 @@ def cross_grams(model: nn.Module, dense: nn.Module, modules: Sequence[nn.Module]
     out: list[list[Any]] = [[None, None, 0] for _ in modules]
     dense_cols: dict[int, Tensor] = {}
 
-    def capture(into: Callable[[int, Tensor], None], count: int) -> Callable[[int, nn.Module], Callable[..., None]]:
-        def make(i: int, module: nn.Module) -> Callable[..., None]:
-            def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+    def capture(into: Callable[[int, Tensor], None], count: int
+                ) -> Callable[[int, nn.Module, InputOf], Callable[..., None]]:
+        def make(i: int, module: nn.Module, input_of: InputOf) -> Callable[..., None]:
+            def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
                 if i in seen:
                     return
-                into(i, _columns(module, args[0].detach()).to(torch.float64))
+                into(i, _columns(module, input_of(mod, args, kwargs).detach()).to(torch.float64))
                 seen.add(i)
                 if len(seen) == count:
                     raise _Captured
@@ -322,8 +323,11 @@ def cross_grams(model: nn.Module, dense: nn.Module, modules: Sequence[nn.Module]
 
     seen: set[int] = set()
     to_dense, to_model = capture(keep_dense, len(modules)), capture(add, len(modules))
-    handles = [m.register_forward_pre_hook(to_dense(i, m)) for i, m in enumerate(dense_modules)]
-    handles += [m.register_forward_pre_hook(to_model(i, m)) for i, m in enumerate(modules)]
+    handles = []
+    for net, layers, make in ((dense, dense_modules, to_dense), (model, modules, to_model)):
+        for i, layer in enumerate(layers):
+            source, input_of = input_source(net, layer)
+            handles.append(source.register_forward_pre_hook(make(i, layer, input_of), with_kwargs=True))
     try:
         with model_mode(dense, train=False), calibration_mode(model, batch_stats):
             for j, batch in enumerate(batches):

@@ -11,7 +11,7 @@ import torch
 
 from .solvers import LAYER_SOLVERS
 
-__all__ = ["Reconstruction", "CALIBRATION_BATCHES", "DAMPING", "PRECISIONS"]
+__all__ = ["Reconstruction", "CALIBRATION_BATCHES", "DAMPING", "PRECISIONS", "TARGETS"]
 
 CALIBRATION_BATCHES = 4
 """Default calibration batches (of the task's training batch size: 256 images at batch 64)."""
@@ -19,6 +19,9 @@ DAMPING = 0.01
 """Default relative damping: H + damping · mean(diag H) · I."""
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 """The dtypes a layer problem can be solved in, by name."""
+TARGETS = ("current", "dense")
+"""What a re-solved layer reproduces: its own weights' output on the inputs of the network as pruned
+so far (current), or the dense network's output on the same batch (dense, `dense_reference`)."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ class Reconstruction:
     BatchNorm normalising by its batch's statistics (as after recalibration) instead of the dense
     network's running ones (the default: chosen on validation in benchmarks/oneshot.py).
     `precision` is the dtype the layer solvers work in (H is always accumulated in float64):
-    float32 halves the solve time on a CPU and suits GPUs, whose float64 is slow.  Every value is
+    float32 halves the solve time on a CPU and suits GPUs, whose float64 is slow.  `target` is what
+    a re-solved layer reproduces (`TARGETS`).  Every value is
     checked here, so a bad one is refused before any compute.
     """
 
@@ -41,6 +45,7 @@ class Reconstruction:
     options: Mapping[str, Any] = field(default_factory=dict)
     batch_stats: bool = True
     precision: str = "float64"
+    target: str = "current"
 
     def __post_init__(self) -> None:
         LAYER_SOLVERS.get(self.solver)  # UnknownNameError lists the valid names
@@ -55,6 +60,9 @@ class Reconstruction:
         for name in ("refit", "batch_stats"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)} (what a re-solved layer reproduces), got "
+                             f"{self.target!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not isinstance(self.options, Mapping):
@@ -70,7 +78,9 @@ class Reconstruction:
             raise ValueError(f"layer solver {self.solver!r}: {e}") from e
 
     def fingerprint(self) -> dict[str, Any]:
-        """Plain data for records and resume checks."""
-        return {"solver": self.solver, "calibration_batches": self.calibration_batches, "damping": self.damping,
-                "refit": self.refit, "options": dict(self.options), "batch_stats": self.batch_stats,
-                "precision": self.precision}
+        """Plain data for records and resume checks (the target only when it is not the default, so
+        the records of earlier versions still match)."""
+        out = {"solver": self.solver, "calibration_batches": self.calibration_batches, "damping": self.damping,
+               "refit": self.refit, "options": dict(self.options), "batch_stats": self.batch_stats,
+               "precision": self.precision}
+        return out if self.target == "current" else {**out, "target": self.target}

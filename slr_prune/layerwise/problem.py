@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..sets import ConstraintSet
 
-__all__ = ["LayerProblem", "refit", "damped"]
+__all__ = ["LayerProblem", "refit", "damped", "dense_reference"]
 
 
 def damped(H: Tensor, damping: float) -> Tensor:
@@ -31,6 +31,17 @@ def damped(H: Tensor, damping: float) -> Tensor:
     eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
     out = torch.where(zero, eye, out) + damping * eye
     return out / (1.0 + damping)
+
+
+def dense_reference(W: Tensor, H: Tensor, B: Tensor, damping: float) -> Tensor:
+    """The weights whose output on the pruned network's inputs is closest to the dense layer's
+    output: argmin ‖X_p W″ᵀ − X_d Wᵀ‖² + δ‖W″‖² = W Bᵀ (H + δI)⁻¹ per group, with H = X_pᵀX_p,
+    B = X_pᵀX_d and δ = damping · mean(diag H).  Using it as the problem's W makes a layer correct
+    the error of the layers before it instead of reproducing its own weights on their output.
+    W (groups, rows, d), H and B (groups, d, d), all float64."""
+    h = damped(H, damping) * torch.diagonal(H, dim1=-2, dim2=-1).mean(-1).clamp_min(
+        torch.finfo(H.dtype).tiny).view(-1, 1, 1) * (1.0 + damping)
+    return torch.linalg.solve(h, (W @ B.transpose(-1, -2)).transpose(-1, -2)).transpose(-1, -2)
 
 
 @dataclass

@@ -25,20 +25,21 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..layerwise import Reconstruction, damped, flat_weight, full_passes, layer_grams
+from ..layerwise import Reconstruction, flat_weight, full_passes, layer_grams
 from ..layerwise.calibration import Pass, calibration_mode, cross_grams
 from ..layerwise.channels import ChannelSolution, Consumer, consumer_columns, solve_channels
 from ..layerwise.config import CALIBRATION_BATCHES, DAMPING
+from ..layerwise.problem import dense_reference
 from ..layerwise.solvers import LAYER_SOLVERS, check_form
 from .criteria import Calibration, Criterion, register_criterion
 from .surgery import CONV_LINEAR, ChannelGraph, ChannelGroup
 
-__all__ = ["reconstruct_channels", "channel_error_curves", "group_order", "LayerwiseChannels", "TARGETS"]
+__all__ = ["reconstruct_channels", "channel_error_curves", "group_order", "LayerwiseChannels", "REPAIR"]
 
-Target = Literal["dense", "current"]
-TARGETS = ("dense", "current")
-"""What a re-fitted consumer reproduces: the dense network's output, or its own weights' output on
-the inputs of the network as pruned so far."""
+REPAIR = Reconstruction(target="dense")
+"""The repair of another criterion's choice: least squares to the dense network's output (measured:
+ResNet-20 on the digits at 2× fewer MACs, l1 + repair 96.9% with the dense target, 91.1% with the
+consumers' own weights; one seed)."""
 
 
 def _passes(graph: ChannelGraph, calibration: Calibration) -> Iterator[Pass]:
@@ -86,9 +87,7 @@ def _consumers(graph: ChannelGraph, name: str, calibration: Calibration, config:
                           calibration.batches, calibration.forward, config.batch_stats)
     out = []
     for m, (H, B, _) in zip(members, crosses, strict=True):
-        w = flat_weight(dense.get_submodule(m.name))[0].to(torch.float64)
-        h = damped(H, config.damping)[0] * torch.diagonal(H[0]).mean().clamp_min(1e-300) * (1 + config.damping)
-        target = torch.linalg.solve(h, (w @ B[0].T).T).T  # W Bᵀ (H + δI)⁻¹, h symmetric
+        target = dense_reference(flat_weight(dense.get_submodule(m.name)).to(torch.float64), H, B, config.damping)[0]
         out.append(Consumer(m.name, m.module, consumer_columns(m.module, m.idxs, m.root_idxs), H, target))
     return out
 
@@ -96,21 +95,18 @@ def _consumers(graph: ChannelGraph, name: str, calibration: Calibration, config:
 @torch.no_grad()
 def reconstruct_channels(graph: ChannelGraph, calibration: Calibration, config: Reconstruction, *,
                          counts: Mapping[str, int] | None = None, plan: Mapping[str, Tensor] | None = None,
-                         target: Target = "dense",
                          log: Callable[[str], None] | None = print) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
     """Choose (from `counts`, by the layer solver) or take (`plan`) each group's kept channels,
     re-fit its consumers and zero its removed filters, in place; returns (plan, per-group records).
-    Groups absent from counts/plan, or keeping every channel, are left whole.  `target` "dense":
-    every consumer reproduces the dense network's output (so the errors of earlier groups are
-    corrected); "current": its own weights on the inputs of the network as pruned so far."""
-    if target not in TARGETS:
-        raise ValueError(f"target {target!r} is not one of {', '.join(TARGETS)}")
+    Groups absent from counts/plan, or keeping every channel, are left whole.  `config.target`
+    "dense": every consumer reproduces the dense network's output (so the errors of earlier groups
+    are corrected); "current": its own weights on the inputs of the network as pruned so far."""
     if (counts is None) == (plan is None):
         raise ValueError("give exactly one of counts (the solver chooses) or plan (given channels)")
     targets: dict[str, int | Tensor] = dict(plan if plan is not None else counts)  # type: ignore[arg-type]
     solver = config.build_solver() if plan is None else None
     names = [n for n in group_order(graph, calibration) if n in targets]
-    dense = copy.deepcopy(graph.model) if target == "dense" else None
+    dense = copy.deepcopy(graph.model) if config.target == "dense" else None
     out: dict[str, Tensor] = {}
     records: list[dict[str, Any]] = []
     for i, name in enumerate(names):
@@ -179,24 +175,21 @@ class LayerwiseChannels(Criterion):
                    "precision": "layer-wise: the dtype the layer solvers work in",
                    "target": "layer-wise: a re-fitted consumer reproduces the dense network's output, or its own "
                              "weights on the inputs of the network as pruned so far"}
-    option_flags = {"target": "refit-target"}
+    option_flags = {"target": "layer-target"}
 
     def __init__(self, layer_solver: str = "slr", damping: float = DAMPING, refit: bool = True,
                  calibration_bn: Literal["batch", "running"] = "batch",
-                 precision: Literal["float64", "float32"] = "float64", target: Target = "dense",
+                 precision: Literal["float64", "float32"] = "float64", target: Literal["dense", "current"] = "dense",
                  layer_options: Mapping[str, Any] | None = None):
         if calibration_bn not in ("batch", "running"):
             raise ValueError(f"calibration_bn must be 'batch' or 'running', got {calibration_bn!r}")
         self.config = Reconstruction(layer_solver, CALIBRATION_BATCHES, damping, refit, dict(layer_options or {}),
-                                     calibration_bn == "batch", precision)
+                                     calibration_bn == "batch", precision, target)
         forms = LAYER_SOLVERS.get(layer_solver).traits["forms"]
         if forms is not None:
             from ..sets import Channel
 
             check_form(layer_solver, "channel groups", Channel(0.5))
-        if target not in TARGETS:
-            raise ValueError(f"target {target!r} is not one of {', '.join(TARGETS)}")
-        self.target = target
         self.records: list[dict[str, Any]] = []
 
     def scores(self, graph: ChannelGraph, calibration: Calibration | None = None,
@@ -204,10 +197,10 @@ class LayerwiseChannels(Criterion):
         calibration = self._need(calibration)
         if counts is None:
             raise ValueError("criterion 'layerwise' needs the per-group channel counts of the allocation")
-        plan, self.records = reconstruct_channels(graph, calibration, self.config, counts=counts, target=self.target)
+        plan, self.records = reconstruct_channels(graph, calibration, self.config, counts=counts)
         return {name: (plan[name] if name in plan else torch.ones(g.size, dtype=torch.bool)).double()
                 for name, g in graph.groups.items()}
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "target": self.target,
-                **{k: v for k, v in self.config.fingerprint().items() if k != "calibration_batches"}}
+        return {"name": self.name, **{k: v for k, v in self.config.fingerprint().items()
+                                      if k != "calibration_batches"}}

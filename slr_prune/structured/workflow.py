@@ -43,7 +43,7 @@ from ..metrics.flops import cost_summary
 from ..task import Task, task_name
 from ..utils import model_mode
 from .criteria import CRITERIA, Calibration, Criterion, WeightNorm, make_criterion
-from .reconstruction import channel_error_curves, reconstruct_channels
+from .reconstruction import REPAIR, channel_error_curves, reconstruct_channels
 from .record import save_pruned
 from .surgery import ChannelGraph, SiteMasker, plan_from_scores
 
@@ -213,8 +213,7 @@ def structured_prune(model: nn.Module, task: Task | None = None, *, example_inpu
     if repair and not getattr(crit, "reconstructs", False):
         assert calibration is not None  # _criterion built it for the repair
         t0 = time.perf_counter()
-        _, layers = reconstruct_channels(graph, calibration, _repair_config(crit), plan=plan,
-                                         target=getattr(crit, "target", "dense"))
+        _, layers = reconstruct_channels(graph, calibration, _repair_config(crit), plan=plan)
         seconds["refit"] = time.perf_counter() - t0
     predicted, after, pruned_metrics = remove_channels(run, graph, plan, example)
     pruned_bn: dict[str, float] = {}
@@ -287,9 +286,9 @@ def _allocate(graph: ChannelGraph, sizes: dict[str, int], crit: Criterion, calib
 
 def _repair_config(crit: Criterion) -> Reconstruction:
     """The reconstruction settings of the repair and the error curves: the layerwise criterion's own,
-    else the defaults."""
+    else `REPAIR`."""
     config = getattr(crit, "config", None)
-    return config if isinstance(config, Reconstruction) else Reconstruction()
+    return config if isinstance(config, Reconstruction) else REPAIR
 
 
 def _save(out: Path, model: nn.Module, task: Task | None, result: StructuredResult) -> None:
