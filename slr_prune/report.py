@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +206,26 @@ def allocation_figure(results: Sequence[PruneResult], model: str | None = None) 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_kept_channels(counts: Mapping[str, int], sizes: Mapping[str, int], path: str | Path,
+                       title: str) -> Path:
+    """Bars of the kept share of every channel group of a structured prune, saved as a PNG."""
+    from matplotlib.figure import Figure
+
+    from .atomic import write_atomic
+
+    groups = list(sizes)
+    fig = Figure(figsize=(max(6.4, 0.35 * len(groups) + 2), 4.0), dpi=120)
+    ax = fig.subplots()
+    ax.bar(range(len(groups)), [100 * counts.get(g, sizes[g]) / sizes[g] for g in groups])
+    ax.set_xticks(range(len(groups)), groups, rotation=90, fontsize=7)
+    ax.set_ylabel("channels kept (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return write_atomic(lambda f: fig.savefig(f, format="png"), path)
 
 
 def plot_allocation(results: Sequence[PruneResult], path: str | Path, model: str | None = None) -> Path | None:

@@ -220,3 +220,4 @@ def test_cli_layerwise_removal_reports_both_metrics(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())["results"]
     assert report["repair"] is True and report["pruned_bn"] and report["criterion"]["name"] == "layerwise"
     assert report["costs"]["macs_ratio"] >= 1.9 and len(report["layers"]) == 12
+    assert "conv1 8/16" in printed and (out / "allocation.png").stat().st_size > 1000

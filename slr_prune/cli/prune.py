@@ -124,6 +124,10 @@ def run_methods(args: argparse.Namespace, methods: list[str]) -> tuple[Any, Any,
     if not is_main():  # under torchrun, rank 0 alone reports
         return task, spec, results
     print(results_table(results, task=task))
+    if any(s.form in ("channel", "filter") for s in sets.values()):
+        print("note: channel and filter zeros keep every tensor its size, so nothing runs faster; "
+              "'slr-prune structured --criterion layerwise' solves the same reconstruction and removes the "
+              "channels for real (docs/structured.md)")
     model_name = task.record().get("model", task.name)
     resolved = {name: dataclasses.asdict(config) for name, config in configs.items()}
     report = write_run_files(out, args, [r.to_dict() for r in results], task=task.record(), spec=spec.to_dict(),

@@ -182,8 +182,16 @@ def run(args: argparse.Namespace) -> None:
         calibration_batches=args.calibration_batches, finetune=finetune, repair=REPAIR[args.repair],
         bn_batches=args.bn_batches, seed=args.seed, device=device, latency=latency, out_dir=args.out)
     _print_report(result)
+    from ..report import plot_kept_channels
+
+    kept = ", ".join(f"{g} {result.counts[g]}/{n}" for g, n in result.sizes.items())
+    print(f"channels kept per group: {kept}")
+    png = plot_kept_channels(result.counts, result.sizes, Path(args.out) / "allocation.png",
+                             f"{args.criterion}, allocation {args.allocation}: "
+                             f"{result.costs['macs_ratio']:.2f}× fewer MACs")
     write_run_files(args.out, args, result.to_dict(), task=task.record(), source_checkpoint=args.checkpoint,
                     criterion_options={k: v for k, v in options.items()
                                        if k not in CRITERIA.get(args.criterion).traits["workflow"]})
     print(f"run folder: {args.out}\n  pruned model: {Path(args.out) / 'pruned.pt'} "
-          f"(slr_prune.structured.load_pruned, or slr-prune export)\n  report: {Path(args.out) / 'report.json'}")
+          f"(slr_prune.structured.load_pruned, or slr-prune export)\n  report: {Path(args.out) / 'report.json'}\n"
+          f"  channels kept per group: {png}")
