@@ -37,6 +37,7 @@ from slr_prune.engine import TrainConfig
 from slr_prune.engine.pipeline import LatencyOptions, measure_latency
 from slr_prune.evaluate import BN_BATCHES, recalibrate_task_bn
 from slr_prune.structured import structured_prune, torch_pruning_baseline
+from slr_prune.structured.workflow import CALIBRATION_BATCHES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from solver_study import StudyTask, cpu_name, dense_checkpoint, mean_std, paired  # noqa: E402
@@ -178,7 +179,7 @@ def main() -> None:
     p.add_argument("--extra-targets", type=lambda t: [float(x) for x in t.split(",") if x], default=[2 / 3],
                    help="targets with only l1 ± repair, layerwise and Torch-Pruning")
     p.add_argument("--bn-batches", type=int, default=BN_BATCHES)
-    p.add_argument("--calibration-batches", type=int, default=4)
+    p.add_argument("--calibration-batches", type=int, default=CALIBRATION_BATCHES)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="runs/structured_oneshot")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..structured.criteria import CRITERIA
-from ..structured.workflow import ALLOCATIONS, LatencyOptions
+from ..structured.workflow import ALLOCATIONS, CALIBRATION_BATCHES, LatencyOptions
 from .common import (
     bn_args,
     check_out,
@@ -60,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and re-estimate BatchNorm after removal (auto: on when --finetune-epochs is 0)")
     bn_args(g)
     g = p.add_argument_group("criterion options (each applies to the criteria in brackets)")
-    g.add_argument("--calibration-batches", type=int, default=4, help="batches for feature maps, losses, sensitivity")
+    g.add_argument("--calibration-batches", type=int, default=CALIBRATION_BATCHES,
+                   help="batches for feature maps, losses, sensitivities, channel reconstruction and the repair")
     add_entry_options(g, CRITERIA.entries(), "criterion")
     train_args(p, prefix="solver-", epochs=3, lr=0.01, label="solver training under filter constraints")
     solver_args(p, trains=True)  # the solver criteria train under filter constraints

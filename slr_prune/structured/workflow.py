@@ -132,6 +132,10 @@ def _resolve_budget(flops_target: float | None, params_target: float | None,
     return given[0]
 
 
+CALIBRATION_BATCHES = 8
+"""Default calibration batches of structured pruning (512 images at batch 64): the layerwise
+criterion at 2× fewer MACs on the digits ResNet-20 kept 97.5 ± 0.4% with 4 and 98.1 ± 0.4% with 8
+(5 seeds; 16 gave no more on 3 seeds)."""
 ALLOCATIONS = ("uniform", "convex", "curves")
 """Per-group budgets for a target: one keep fraction for every group, or the convex program on
 sensitivities measured as the loss rise under masks (convex) or as the layer solver's relative
@@ -164,7 +168,7 @@ def structured_prune(model: nn.Module, task: Task | None = None, *, example_inpu
                      flops_target: float | None = None, params_target: float | None = None,
                      ratios: Mapping[str, float] | None = None, allocation: str = "uniform", round_to: int = 8,
                      min_keep: float = 0.1, ignored_layers: Iterable[nn.Module | str] = (),
-                     calibration: Calibration | None = None, calibration_batches: int = 4,
+                     calibration: Calibration | None = None, calibration_batches: int = CALIBRATION_BATCHES,
                      sensitivity_levels: Sequence[float] = (0.25, 0.5, 0.75), finetune: TrainConfig | None = None,
                      repair: bool | None = None, bn_batches: int = BN_BATCHES, seed: int = 0,
                      device: str | torch.device = "auto", latency: LatencyOptions | None = None,
