@@ -221,3 +221,19 @@ def test_cli_layerwise_removal_reports_both_metrics(tmp_path, capsys):
     assert report["repair"] is True and report["pruned_bn"] and report["criterion"]["name"] == "layerwise"
     assert report["costs"]["macs_ratio"] >= 1.9 and len(report["layers"]) == 12
     assert "conv1 8/16" in printed and (out / "allocation.png").stat().st_size > 1000
+
+
+def test_column_refit_equals_the_conjugate_gradient_refit():
+    """A channel support keeps the same columns in every row: the direct solve and `refit` agree."""
+    from slr_prune.layerwise import LayerProblem, damped, refit
+    from slr_prune.layerwise.channels import refit_columns
+
+    a, b = _consumer(3), _consumer(4, rows=3)
+    sets = SharedChannels(torch.stack([a.columns, b.columns]), torch.tensor([[True] * 5, [True] * 3 + [False] * 2]),
+                          size=6, keep=4)
+    W = torch.zeros(2, 5, 6, dtype=torch.float64)
+    W[0], W[1, :3] = a.module.weight.detach(), b.module.weight.detach()
+    problem = LayerProblem(W, damped(torch.cat([a.H, b.H]), 0.01), sets, W.shape)
+    mask = sets.expand(torch.tensor([True, False, True, True, False, True]))
+    torch.testing.assert_close(refit_columns(problem, mask), refit(problem, mask, iters=500, tol=1e-28),
+                               rtol=1e-7, atol=1e-9)
