@@ -237,3 +237,20 @@ def test_column_refit_equals_the_conjugate_gradient_refit():
     mask = sets.expand(torch.tensor([True, False, True, True, False, True]))
     torch.testing.assert_close(refit_columns(problem, mask), refit(problem, mask, iters=500, tol=1e-28),
                                rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_layerwise_removal_on_the_lane_task(tmp_path, monkeypatch):
+    """No special case for UFLD: the calibration runs through the task's own forward pass, the head's
+    exclusions apply, and the removed model still evaluates with the TuSimple metric."""
+    from slr_prune.adapters.lane import LaneTask
+
+    monkeypatch.setenv("SLR_PRUNE_CACHE", str(tmp_path))
+    task = LaneTask(image_size=(32, 64), hidden=16, num_row_anchors=8, griding_num=20, batch_size=4, synthetic=(4, 2))
+    torch.manual_seed(0)
+    model = task.build_model()
+    result = structured_prune(model, task, criterion="layerwise", flops_target=0.7, calibration_batches=1,
+                              bn_batches=1, device="cpu", criterion_options={"layer_options": {"iterations": 10}},
+                              ignored_layers=["model.layer3*", "model.layer4*"])
+    assert result.costs["macs_ratio"] > 1.2 and result.repair and result.pruned_bn
+    assert set(result.pruned_bn) == set(result.dense)
