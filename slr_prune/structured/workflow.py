@@ -155,12 +155,15 @@ def _checked_budget(allocation: str, flops_target: float | None, params_target: 
     return kind, budget
 
 
-def _checked_repair(repair: bool | None, finetune: TrainConfig | None, bn_batches: int) -> bool:
-    """Whether to repair: given, or on when no fine-tuning epoch follows."""
+def _checked_repair(repair: bool | None, finetune: TrainConfig | None, bn_batches: int, has_data: bool) -> bool:
+    """Whether to repair: given, or on when no fine-tuning epoch follows and there is data to repair with."""
     if repair is not None and not isinstance(repair, bool):
         raise ValueError(f"repair must be True, False or None (on at zero fine-tuning epochs), got {repair!r}")
     check_bn_batches(bn_batches)
-    return repair if repair is not None else (finetune is None or finetune.epochs <= 0)
+    if repair and not has_data:
+        raise ValueError("repair re-fits the consumers on calibration data: give a task or a Calibration, or "
+                         "repair=False")
+    return repair if repair is not None else has_data and (finetune is None or finetune.epochs <= 0)
 
 
 def structured_prune(model: nn.Module, task: Task | None = None, *, example_input: Tensor | None = None,
@@ -188,7 +191,7 @@ def structured_prune(model: nn.Module, task: Task | None = None, *, example_inpu
     """
     start = time.perf_counter()
     kind, budget = _checked_budget(allocation, flops_target, params_target, ratios)
-    repair = _checked_repair(repair, finetune, bn_batches)
+    repair = _checked_repair(repair, finetune, bn_batches, task is not None or calibration is not None)
     run = Run(model, task, place(model, device), seed=seed, hooks=hooks)
     if example_input is None:
         if task is None:
