@@ -254,3 +254,27 @@ def test_layerwise_removal_on_the_lane_task(tmp_path, monkeypatch):
                               ignored_layers=["model.layer3*", "model.layer4*"])
     assert result.costs["macs_ratio"] > 1.2 and result.repair and result.pruned_bn
     assert set(result.pruned_bn) == set(result.dense)
+
+
+@pytest.mark.slow
+def test_curves_allocation_judges_its_candidates_on_the_stitched_network():
+    """The "curves" allocation keeps the candidate (uniform or a convex solution on the error curves)
+    of lowest stitched calibration loss, and judging a candidate leaves the model as it was."""
+    from slr_prune.structured.workflow import CURVE_GAMMAS, stitched_loss
+
+    batches = _digits_batches(2)
+    calibration = Calibration(batches, loss=lambda m, b: (m(b) ** 2).mean())
+    model = _trained_bn(resnet20(), batches)
+    before = copy.deepcopy(model.state_dict())
+    graph = ChannelGraph(model, batches[0][:1])
+    scores = make_criterion("l2").scores(graph)
+    loss = stitched_loss(graph, calibration, Reconstruction(target="dense"), scores,
+                         {g: grp.size // 2 for g, grp in graph.groups.items()})
+    assert loss > 0 and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    result = structured_prune(model, example_input=batches[0][:1], criterion="layerwise", flops_target=0.5,
+                              round_to=1, allocation="curves", calibration=calibration, device="cpu",
+                              criterion_options={"layer_options": {"iterations": 10, "candidates": 0}})
+    info = result.allocation["info"]
+    assert len(info["candidates"]) == 1 + len(CURVE_GAMMAS)
+    assert info["chosen"] == min(info["candidates"], key=info["candidates"].get)
+    assert result.costs["macs_ratio"] >= 1.95

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..allocate import Allocation, allocate_convex, allocate_uniform, counts_from_ratios, polynomial_value
 from ..atomic import write_text_atomic
+from ..bn import recalibrate_bn
 from ..engine.pipeline import LatencyOptions, Run, measure, measure_latency, place, remove_channels
 from ..engine.pipeline import finetune as pipeline_finetune
 from ..engine.trainer import Hooks, TrainConfig
@@ -142,6 +143,9 @@ sensitivities measured as the loss rise under masks (convex) or as the layer sol
 consumer error at `CURVE_LEVELS` (curves)."""
 CURVE_LEVELS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 """Keep fractions of each group's error curve (allocation "curves")."""
+CURVE_GAMMAS = (0.5, 1.0, 2.0)
+"""The "curves" candidates: the convex program on the errors raised to each γ; they and the uniform
+allocation are judged by the loss of the stitched network (`stitched_loss`), the lowest wins."""
 
 
 def _checked_budget(allocation: str, flops_target: float | None, params_target: float | None,
@@ -281,7 +285,19 @@ def _allocate(graph: ChannelGraph, sizes: dict[str, int], crit: Criterion, calib
     if allocation == "curves":
         ks = {g: sorted({max(1, round(x * n)) for x in levels}) for g, n in sizes.items()}
         sens = channel_error_curves(graph, calibration, _repair_config(crit), ks)
-        scores = None
+        candidates = {"uniform": allocate_uniform(sizes, poly, budget, kind, round_to, min_keep)}
+        for gamma in CURVE_GAMMAS:
+            powered = {g: [(x, e ** gamma) for x, e in pts] for g, pts in sens.items()}
+            candidates[f"curves, γ={gamma}"] = allocate_convex(sizes, poly, budget, powered, kind, round_to, min_keep)
+        proxy = WeightNorm(p=2).scores(graph) if crit.needs_counts else crit.scores(graph, calibration)
+        losses = {name: stitched_loss(graph, calibration, _repair_config(crit), proxy, a.counts)
+                  for name, a in candidates.items()}
+        best = min(losses, key=losses.__getitem__)
+        alloc = candidates[best]
+        alloc.method = "curves"
+        alloc.info.update(sensitivity={g: [list(p) for p in pts] for g, pts in sens.items()}, chosen=best,
+                          candidates=losses)
+        return alloc, None
     else:
         scores = None if crit.needs_counts else crit.scores(graph, calibration)
         proxy = WeightNorm(p=2).scores(graph) if scores is None else scores  # solver criteria score after: L2
@@ -289,6 +305,21 @@ def _allocate(graph: ChannelGraph, sizes: dict[str, int], crit: Criterion, calib
     alloc = allocate_convex(sizes, poly, budget, sens, kind, round_to, min_keep)
     alloc.info["sensitivity"] = {g: [list(p) for p in pts] for g, pts in sens.items()}
     return alloc, scores
+
+
+def stitched_loss(graph: ChannelGraph, calibration: Calibration, config: Reconstruction, scores: Mapping[str, Tensor],
+                  counts: Mapping[str, int]) -> float:
+    """The calibration loss of the model repaired at `counts` (channels chosen by `scores`, consumers
+    re-fitted, BatchNorm re-estimated on the calibration batches), the model left as it was: how the
+    SPDY-style check of the "curves" allocation judges a candidate on the stitched network."""
+    saved = copy.deepcopy(graph.model.state_dict())
+    try:
+        plan = plan_from_scores(scores, {g: k for g, k in counts.items() if k < graph.groups[g].size})
+        reconstruct_channels(graph, calibration, config, plan=plan, log=None)
+        recalibrate_bn(graph.model, calibration.batches, calibration.forward)
+        return calibration.mean_loss(graph.model)
+    finally:
+        graph.model.load_state_dict(saved)
 
 
 def _repair_config(crit: Criterion) -> Reconstruction:
