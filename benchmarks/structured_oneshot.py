@@ -91,7 +91,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
 def latency_rows(args: argparse.Namespace, model_name: str, dense_path: Path) -> list[dict[str, Any]]:
     """Dense vs the uniform-allocation pruned architecture at each target, batch 1 and 64."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     out = []
     for target in args.targets:
         task = StudyTask(model_name, 0.2, 64, 0)
@@ -102,7 +102,8 @@ def latency_rows(args: argparse.Namespace, model_name: str, dense_path: Path) ->
         for batch in (1, 64):
             lat = measure_latency(dense, model, task.example_input(),
                                   LatencyOptions(batch_size=batch, repeats=args.repeats, channels_last=False))
-            out.append({"model": model_name, "target": target, "batch": batch, "dense_ms": lat["dense"]["median_ms"],
+            out.append({"model": model_name, "target": target, "batch": batch, "threads": args.threads,
+                        "dense_ms": lat["dense"]["median_ms"],
                         "pruned_ms": lat["pruned"]["median_ms"], "speedup": lat["speedup"]})
     return out
 
@@ -136,7 +137,8 @@ def analyse(rows: list[dict[str, Any]], latency: list[dict[str, Any]], dense: di
                              f"{statistics.mean(r['seconds'] for r in rs):.1f} |")
         lat = [x for x in latency if x["model"] == model]
         if lat:
-            lines += ["", "Latency of the uniform architecture (1 thread, median, dense and pruned alternated):", "",
+            lines += ["", f"Latency of the uniform architecture ({lat[0].get('threads', 1)} CPU thread(s), median of "
+                      "repeats, dense and pruned alternated in one process):", "",
                       "| keep MACs | batch | dense ms | pruned ms | speed-up |", "|---|---|---|---|---|"]
             lines += [f"| {x['target']:.3f} | {x['batch']} | {x['dense_ms']:.2f} | {x['pruned_ms']:.2f} | "
                       f"{x['speedup']:.2f}× |" for x in lat]
@@ -182,6 +184,9 @@ def main() -> None:
     p.add_argument("--calibration-batches", type=int, default=CALIBRATION_BATCHES)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the latency measurement")
+    p.add_argument("--latency-only", action="store_true",
+                   help="re-measure the latency (on an otherwise idle machine); rewrite the report from results.jsonl")
     p.add_argument("--out", default="runs/structured_oneshot")
     p.add_argument("--dense-out", default="runs/oneshot", help="where benchmarks/oneshot.py keeps the dense models")
     args = p.parse_args()
@@ -208,7 +213,7 @@ def main() -> None:
     done_file = out / "results.jsonl"
     rows = [json.loads(x) for x in done_file.read_text().splitlines()] if done_file.is_file() else []
     seen = {(r["model"], r["seed"], r["target"], r["label"]) for r in rows}
-    todo = [j for j in jobs if (j["model"], j["seed"], j["target"], j["label"]) not in seen]
+    todo = [j for j in jobs if (j["model"], j["seed"], j["target"], j["label"]) not in seen and not args.latency_only]
     with mp.get_context("spawn").Pool(args.jobs) as pool, done_file.open("a") as f:
         for got in progress_bar(pool.imap_unordered(run_one, todo), total=len(todo), desc="structured one-shot"):
             rows.append(got)
