@@ -158,7 +158,7 @@ def test_a_layer_solver_runs_through_prune():
         dense = model[2].weight.detach().clone()
         result = prune(model, _TinyTask(), PruneSpec.uniform(0.5), "layerwise", train=ZERO, bn_batches=0,
                        solver_options={"layer_solver": "toy", "calibration_batches": 1, "refit": "none",
-                                       "layer_options": {"scale": 2.0}})
+                                       "target": "current", "layer_options": {"scale": 2.0}})
         kept = model[2].weight.detach() != 0
         assert len(result.layerwise) == 1 and int(kept.sum()) == dense.numel() // 2
         assert torch.allclose(model[2].weight.detach()[kept], 2 * dense[kept])  # the toy solved the layer

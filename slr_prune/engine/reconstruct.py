@@ -240,7 +240,7 @@ class LayerwiseConfig(SolverConfig):
     precision: Literal["float64", "float32"] = option("float64", "layer-wise: the dtype the layer solvers work "
                                                       "in (H is accumulated in float64)")
     target: Literal["current", "dense"] = option(
-        "current", "layer-wise: each layer reproduces its own weights' output on the inputs of the network as "
+        "dense", "layer-wise: each layer reproduces its own weights' output on the inputs of the network as "
         "pruned so far (current) or the dense network's output (dense: corrects the earlier layers' errors)",
         flag="layer-target")
     layer_options: Mapping[str, Any] | None = option(None)

@@ -45,7 +45,7 @@ class Reconstruction:
     options: Mapping[str, Any] = field(default_factory=dict)
     batch_stats: bool = True
     precision: str = "float64"
-    target: str = "current"
+    target: str = "dense"
 
     def __post_init__(self) -> None:
         LAYER_SOLVERS.get(self.solver)  # UnknownNameError lists the valid names
@@ -78,8 +78,8 @@ class Reconstruction:
             raise ValueError(f"layer solver {self.solver!r}: {e}") from e
 
     def fingerprint(self) -> dict[str, Any]:
-        """Plain data for records and resume checks (the target only when it is not the default, so
-        the records of earlier versions still match)."""
+        """Plain data for records and resume checks (the target only when it is not "current", what
+        every earlier version did, so their records still match)."""
         out = {"solver": self.solver, "calibration_batches": self.calibration_batches, "damping": self.damping,
                "refit": self.refit, "options": dict(self.options), "batch_stats": self.batch_stats,
                "precision": self.precision}

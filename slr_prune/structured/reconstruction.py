@@ -36,7 +36,7 @@ from .surgery import CONV_LINEAR, ChannelGraph, ChannelGroup
 
 __all__ = ["reconstruct_channels", "channel_error_curves", "group_order", "LayerwiseChannels", "REPAIR"]
 
-REPAIR = Reconstruction(target="dense")
+REPAIR = Reconstruction()
 """The repair of another criterion's choice: least squares to the dense network's output (measured:
 ResNet-20 on the digits at 2× fewer MACs, l1 + repair 96.9% with the dense target, 91.1% with the
 consumers' own weights; one seed)."""
