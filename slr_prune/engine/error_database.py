@@ -23,11 +23,12 @@ from torch import Tensor, nn
 
 from ..artifact import Artifact, load_artifact, save_artifact
 from ..layerwise import LayerSolver, Reconstruction, full_passes, layer_grams
+from ..layerwise.calibration import groups_of
 from ..sets import Unstructured
 from ..task import Task
 from ..utils import state_digest
 from .distributed import is_main
-from .reconstruct import solve_on_gram
+from .reconstruct import _module_of, solve_on_gram
 from .trainer import check_same_settings
 
 __all__ = ["ErrorDatabase", "LayerCurve", "build_database", "GRAM_BYTES"]
@@ -61,19 +62,13 @@ class ErrorDatabase:
     seconds: float
 
 
-def _module_of(model: nn.Module, name: str) -> nn.Module:
-    module_name = name.rpartition(".")[0]
-    return model.get_submodule(module_name) if module_name else model
-
-
 def _chunks(model: nn.Module, names: Sequence[str], limit: int) -> list[list[str]]:
     """Consecutive layers whose Grams (groups × d × d float64 each) fit in `limit` bytes together."""
     out: list[list[str]] = []
     used = 0
     for name in names:
-        w = _module_of(model, name).weight
-        groups = getattr(_module_of(model, name), "groups", 1)
-        size = groups * (w[0].numel()) ** 2 * 8
+        module = _module_of(model, name)
+        size = groups_of(module) * module.weight[0].numel() ** 2 * 8
         if out and used + size <= limit:
             out[-1].append(name)
             used += size

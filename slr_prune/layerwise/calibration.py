@@ -229,6 +229,32 @@ def layer_gram(model: nn.Module, module: nn.Module, passes: Iterable[Pass],
     return layer_grams(model, [module], passes, batch_stats)[0]
 
 
+def _first_inputs(net: nn.Module, layers: Sequence[nn.Module], seen: set[int],
+                  take: Callable[[int, Tensor], None]) -> list[Any]:
+    """Forward pre-hooks that hand `take(i, columns)` the input of each layer (as `_columns`, float64)
+    at its first call of a pass and stop the pass once every layer in `seen` has been reached (clear
+    `seen` before each pass); returns the handles."""
+    def hook_for(i: int, layer: nn.Module, input_of: InputOf) -> Callable[..., None]:
+        def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if i in seen:  # a layer called twice in one pass (shared weights) counts its first call
+                return
+            take(i, _columns(layer, input_of(mod, args, kwargs).detach()).to(torch.float64))
+            seen.add(i)
+            if len(seen) == len(layers):
+                raise _Captured
+        return hook
+
+    handles = []
+    for i, layer in enumerate(layers):
+        source, input_of = input_source(net, layer)
+        handles.append(source.register_forward_pre_hook(hook_for(i, layer, input_of), with_kwargs=True))
+    return handles
+
+
+def _add(total: Tensor | None, term: Tensor) -> Tensor:
+    return term if total is None else total + term
+
+
 @torch.no_grad()
 def layer_grams(model: nn.Module, modules: Sequence[nn.Module], passes: Iterable[Pass],
                 batch_stats: bool = False) -> list[tuple[Tensor, int]]:
@@ -236,39 +262,28 @@ def layer_grams(model: nn.Module, modules: Sequence[nn.Module], passes: Iterable
     seen its input, so the layers of a channel group (or a whole model) cost one set of passes."""
     if not modules:
         raise ValueError("layer_grams needs at least one layer")
-    states: list[dict[str, Any]] = [{"H": None, "n": 0} for _ in modules]
+    grams: list[Tensor | None] = [None] * len(modules)
+    counts = [0] * len(modules)
     seen: set[int] = set()
-    handles = []
 
-    def hook_for(i: int, module: nn.Module, input_of: InputOf) -> Callable[..., None]:
-        def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            if i in seen:  # a layer called twice in one pass (shared weights) counts its first call
-                return
-            cols = _columns(module, input_of(mod, args, kwargs).detach()).to(torch.float64)
-            gram = cols.transpose(1, 2) @ cols
-            state = states[i]
-            state["H"] = gram if state["H"] is None else state["H"] + gram
-            state["n"] += cols.shape[1]
-            seen.add(i)
-            if len(seen) == len(modules):
-                raise _Captured
-        return hook
+    def take(i: int, cols: Tensor) -> None:
+        grams[i] = _add(grams[i], cols.transpose(1, 2) @ cols)
+        counts[i] += cols.shape[1]
 
     def run_all() -> Iterator[Pass]:
         for run in passes:
             seen.clear()
             yield run
 
+    handles: list[Any] = []
     try:
-        for i, module in enumerate(modules):
-            source, input_of = input_source(model, module)
-            handles.append(source.register_forward_pre_hook(hook_for(i, module, input_of), with_kwargs=True))
+        handles = _first_inputs(model, modules, seen, take)
         with calibration_mode(model, batch_stats):
             _drain(run_all())
     finally:
         for handle in handles:
             handle.remove()
-    return [_reduced(module, state["H"], state["n"]) for module, state in zip(modules, states, strict=True)]
+    return [_reduced(module, H, n) for module, H, n in zip(modules, grams, counts, strict=True)]
 
 
 def _reduced(module: nn.Module, H: Tensor | None, n: int) -> tuple[Tensor, int]:
@@ -295,40 +310,21 @@ def cross_grams(model: nn.Module, dense: nn.Module, modules: Sequence[nn.Module]
     weights that make the pruned network's layer reproduce the dense one's output X_d Wᵀ are then
     W B ᵀ H⁻¹.  `dense` runs as it serves (eval mode, running BatchNorm statistics)."""
     rank, world = _rank_world()
-    out: list[list[Any]] = [[None, None, 0] for _ in modules]
+    grams: list[Tensor | None] = [None] * len(modules)
+    crosses: list[Tensor | None] = [None] * len(modules)
+    counts = [0] * len(modules)
     dense_cols: dict[int, Tensor] = {}
-
-    def capture(into: Callable[[int, Tensor], None], count: int
-                ) -> Callable[[int, nn.Module, InputOf], Callable[..., None]]:
-        def make(i: int, module: nn.Module, input_of: InputOf) -> Callable[..., None]:
-            def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-                if i in seen:
-                    return
-                into(i, _columns(module, input_of(mod, args, kwargs).detach()).to(torch.float64))
-                seen.add(i)
-                if len(seen) == count:
-                    raise _Captured
-            return hook
-        return make
-
-    def keep_dense(i: int, cols: Tensor) -> None:
-        dense_cols[i] = cols
-
-    def add(i: int, cols: Tensor) -> None:
-        state = out[i]
-        gram, cross = cols.transpose(1, 2) @ cols, cols.transpose(1, 2) @ dense_cols[i]
-        state[0] = gram if state[0] is None else state[0] + gram
-        state[1] = cross if state[1] is None else state[1] + cross
-        state[2] += cols.shape[1]
-
     seen: set[int] = set()
-    to_dense, to_model = capture(keep_dense, len(modules)), capture(add, len(modules))
-    handles = []
-    for net, layers, make in ((dense, dense_modules, to_dense), (model, modules, to_model)):
-        for i, layer in enumerate(layers):
-            source, input_of = input_source(net, layer)
-            handles.append(source.register_forward_pre_hook(make(i, layer, input_of), with_kwargs=True))
+
+    def take(i: int, cols: Tensor) -> None:
+        grams[i] = _add(grams[i], cols.transpose(1, 2) @ cols)
+        crosses[i] = _add(crosses[i], cols.transpose(1, 2) @ dense_cols[i])
+        counts[i] += cols.shape[1]
+
+    handles: list[Any] = []
     try:
+        handles = _first_inputs(dense, dense_modules, seen, dense_cols.__setitem__)
+        handles += _first_inputs(model, modules, seen, take)
         with model_mode(dense, train=False), calibration_mode(model, batch_stats):
             for j, batch in enumerate(batches):
                 if j % world != rank:
@@ -341,9 +337,10 @@ def cross_grams(model: nn.Module, dense: nn.Module, modules: Sequence[nn.Module]
         for h in handles:
             h.remove()
     result = []
-    for module, (H, B, n) in zip(modules, out, strict=True):
+    for module, H, B, n in zip(modules, grams, crosses, counts, strict=True):
         H, n = _reduced(module, H, n)
         if world > 1:
+            B = torch.zeros_like(H) if B is None else B
             dist.all_reduce(B)
         result.append((H, B, n))
     return result

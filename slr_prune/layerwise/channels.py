@@ -204,7 +204,7 @@ def solve_channels(consumers: Sequence[Consumer], size: int, keep: int | Tensor,
             new = refit_columns(problem, mask)
     projection = _relative_errors(consumers, W * problem.project_mask(W))
     errors = _relative_errors(consumers, new)
-    weights = [new[i, :flat_weight(c.module).shape[1], :flat_weight(c.module).shape[2]]
+    weights = [new[i, :c.module.weight.shape[0], :c.module.weight[0].numel()]
                .reshape(c.module.weight.shape).to(c.module.weight.dtype) for i, c in enumerate(consumers)]
     n = len(consumers)
     return ChannelSolution(sets.chosen(mask).cpu(), weights, sum(projection) / n, sum(errors) / n,

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..allocate import Allocation, allocate_convex, allocate_uniform, counts_from_ratios, polynomial_value
+from ..allocate import Allocation, Monomials, allocate_convex, allocate_uniform, counts_from_ratios, polynomial_value
 from ..atomic import write_text_atomic
 from ..bn import recalibrate_bn
 from ..engine.pipeline import LatencyOptions, Run, measure, measure_latency, place, remove_channels
@@ -283,28 +283,36 @@ def _allocate(graph: ChannelGraph, sizes: dict[str, int], crit: Criterion, calib
         return allocate_uniform(sizes, poly, budget, kind, round_to, min_keep), None
     assert calibration is not None  # _criterion built it for the convex allocation
     if allocation == "curves":
-        ks = {g: sorted({max(1, round(x * n)) for x in levels}) for g, n in sizes.items()}
-        sens = channel_error_curves(graph, calibration, _repair_config(crit), ks)
-        candidates = {"uniform": allocate_uniform(sizes, poly, budget, kind, round_to, min_keep)}
-        for gamma in CURVE_GAMMAS:
-            powered = {g: [(x, e ** gamma) for x, e in pts] for g, pts in sens.items()}
-            candidates[f"curves, γ={gamma}"] = allocate_convex(sizes, poly, budget, powered, kind, round_to, min_keep)
-        proxy = WeightNorm(p=2).scores(graph) if crit.needs_counts else crit.scores(graph, calibration)
-        losses = {name: stitched_loss(graph, calibration, _repair_config(crit), proxy, a.counts)
-                  for name, a in candidates.items()}
-        best = min(losses, key=losses.__getitem__)
-        alloc = candidates[best]
-        alloc.method = "curves"
-        alloc.info.update(sensitivity={g: [list(p) for p in pts] for g, pts in sens.items()}, chosen=best,
-                          candidates=losses)
-        return alloc, None
-    else:
-        scores = None if crit.needs_counts else crit.scores(graph, calibration)
-        proxy = WeightNorm(p=2).scores(graph) if scores is None else scores  # solver criteria score after: L2
-        sens = measure_sensitivity(graph, proxy, calibration, levels)
+        return _curves_allocation(graph, sizes, poly, crit, calibration, kind, budget, round_to, min_keep, levels), None
+    scores = None if crit.needs_counts else crit.scores(graph, calibration)
+    proxy = WeightNorm(p=2).scores(graph) if scores is None else scores  # solver criteria score after: L2 stands in
+    sens = measure_sensitivity(graph, proxy, calibration, levels)
     alloc = allocate_convex(sizes, poly, budget, sens, kind, round_to, min_keep)
     alloc.info["sensitivity"] = {g: [list(p) for p in pts] for g, pts in sens.items()}
     return alloc, scores
+
+
+def _curves_allocation(graph: ChannelGraph, sizes: dict[str, int], poly: Monomials, crit: Criterion,
+                       calibration: Calibration, kind: str, budget: float, round_to: int, min_keep: float,
+                       levels: Sequence[float]) -> Allocation:
+    """The "curves" allocation: the layer solver's error curve of every group at `levels`, the convex
+    program on them raised to each of `CURVE_GAMMAS`, and the uniform allocation, judged by
+    `stitched_loss`; the candidate of lowest loss, with every candidate's loss in its info."""
+    ks = {g: sorted({max(1, round(x * n)) for x in levels}) for g, n in sizes.items()}
+    sens = channel_error_curves(graph, calibration, _repair_config(crit), ks)
+    candidates = {"uniform": allocate_uniform(sizes, poly, budget, kind, round_to, min_keep)}
+    for gamma in CURVE_GAMMAS:
+        powered = {g: [(x, e ** gamma) for x, e in pts] for g, pts in sens.items()}
+        candidates[f"curves, γ={gamma}"] = allocate_convex(sizes, poly, budget, powered, kind, round_to, min_keep)
+    proxy = WeightNorm(p=2).scores(graph) if crit.needs_counts else crit.scores(graph, calibration)
+    losses = {name: stitched_loss(graph, calibration, _repair_config(crit), proxy, a.counts)
+              for name, a in candidates.items()}
+    best = min(losses, key=losses.__getitem__)
+    alloc = candidates[best]
+    alloc.method = "curves"
+    alloc.info.update(sensitivity={g: [list(p) for p in pts] for g, pts in sens.items()}, chosen=best,
+                      candidates=losses)
+    return alloc
 
 
 def stitched_loss(graph: ChannelGraph, calibration: Calibration, config: Reconstruction, scores: Mapping[str, Tensor],
